@@ -1,0 +1,77 @@
+"""Evaluation: per-scenario x per-task AUC, GAUC, logloss, count and positives.
+
+    python -m mdl_tf.evaluate --model_dir runs/demo [--split test]
+
+Writes <model_dir>/metrics.json (or --output) shaped as
+{"split": ..., "scenarios": {s: {t: {auc, gauc, logloss, count, positives}}},
+ "overall": {t: {...}}} and prints the table.
+"""
+import json
+import os
+
+import mdl_tf  # noqa: F401
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from mdl_tf import data, metrics, runs
+
+
+def predict_split(model, schema, split, data_dir, batch_size=4096):
+    """(probs [N, N_t], labels [N, N_t], membership [N, N_s], groups [N] or None)."""
+    ds = data.make_dataset(schema, split, data_dir=data_dir, batch_size=batch_size)
+
+    @tf.function  # not XLA: the last batch has another shape
+    def step(raw):
+        encoded = model.preprocess(raw)
+        return tf.sigmoid(tf.cast(model(encoded, training=False), tf.float32)), encoded[
+            data.SCENARIO_KEY]
+
+    probs, labels, membership, groups = [], [], [], []
+    with data.raise_data_errors(schema, data.expand_files(schema.files_for(split, data_dir))):
+        for raw, y in ds:
+            p, m = step(raw)
+            probs.append(p.numpy())
+            membership.append(m.numpy())
+            labels.append(y.numpy())
+            if data.GROUP_KEY in raw:
+                groups.append(raw[data.GROUP_KEY].numpy())
+    cat = np.concatenate
+    return cat(probs), cat(labels), cat(membership), (cat(groups) if groups else None)
+
+
+def evaluate(model, schema, split, data_dir, output=None, batch_size=4096):
+    probs, labels, membership, groups = predict_split(model, schema, split, data_dir, batch_size)
+    result = {"split": split, **metrics.scenario_task_metrics(
+        probs, labels, membership, schema.scenario_names, schema.task_names, groups)}
+    if output:
+        with open(output, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return result
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
+    flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
+    flags.DEFINE_string("split", "valid", "Split to evaluate: train, valid or test.")
+    flags.DEFINE_string("data_dir", None, "Override the data directory recorded at training.")
+    flags.DEFINE_string("output", None, "Where to write the metrics (default <model_dir>/metrics.json).")
+    flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.")
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required")
+    model, schema, info = runs.restore_model(FLAGS.model_dir)
+    result = evaluate(model, schema, FLAGS.split, FLAGS.data_dir or info["data_dir"],
+                      FLAGS.output or os.path.join(FLAGS.model_dir, "metrics.json"),
+                      FLAGS.batch_size)
+    print(metrics.format_table(result, f"{schema.name} / {info['model']} / split={FLAGS.split}"))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,14 @@
+"""MDL building blocks (arXiv 2602.07520), one concept per module."""
+from mdl_tf.layers.domain_attention import DomainAwareAttention
+from mdl_tf.layers.embedding import FeatureEmbedding
+from mdl_tf.layers.encoding import FeatureEncoder
+from mdl_tf.layers.fusion import DomainFusion
+from mdl_tf.layers.interaction import (RankMixerBlock, SelfAttentionBlock, TokenMixing,
+                                       make_interaction)
+from mdl_tf.layers.per_token_dense import PerTokenDense, PerTokenFFN
+from mdl_tf.layers.scenario import ScenarioEncoder
+from mdl_tf.layers.tokenization import DomainTokenizer, FeatureTokenizer
+
+__all__ = ["DomainAwareAttention", "DomainFusion", "DomainTokenizer", "FeatureEmbedding", "FeatureEncoder",
+           "FeatureTokenizer", "PerTokenDense", "PerTokenFFN", "RankMixerBlock",
+           "ScenarioEncoder", "SelfAttentionBlock", "TokenMixing", "make_interaction"]

@@ -1,0 +1,55 @@
+"""A model directory: what training leaves in it and how other tools reload the model.
+
+    <model_dir>/run.json         model name, config, dataset and data directory
+    <model_dir>/schema.yaml      the dataset schema the model was built from
+    <model_dir>/checkpoints/     tf.train checkpoints (model + optimizers + epoch)
+    <model_dir>/logs/            TensorBoard
+    <model_dir>/metrics.json     the last evaluation
+    <model_dir>/export/<v>/      SavedModels, one numeric version each
+"""
+import dataclasses
+import json
+import os
+
+import mdl_tf  # noqa: F401
+import tensorflow as tf
+
+from mdl_tf import schema as schema_lib
+from mdl_tf.models import build_model, make_config
+
+
+def save_run(model_dir, model_name, config, schema, data_dir):
+    os.makedirs(model_dir, exist_ok=True)
+    schema_lib.dump(schema, os.path.join(model_dir, "schema.yaml"))
+    with open(os.path.join(model_dir, "run.json"), "w") as fh:
+        json.dump({"model": model_name, "config": dataclasses.asdict(config),
+                   "dataset": schema.name, "data_dir": os.path.abspath(data_dir)}, fh, indent=2)
+
+
+def load_run(model_dir):
+    """(run info dict, schema) of a model directory written by training."""
+    path = os.path.join(model_dir, "run.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{model_dir} is not a model directory (no run.json); "
+                                "train one with python -m mdl_tf.train --model_dir ...")
+    with open(path) as fh:
+        info = json.load(fh)
+    return info, schema_lib.load(os.path.join(model_dir, "schema.yaml"))
+
+
+def checkpoint(model, epoch=None):
+    epoch = epoch if epoch is not None else tf.Variable(0, dtype=tf.int64, name="epoch")
+    return tf.train.Checkpoint(model=model, epoch=epoch), epoch
+
+
+def restore_model(model_dir):
+    """(model with the latest checkpoint's weights, schema, run info)."""
+    info, schema = load_run(model_dir)
+    model = build_model(info["model"], schema, make_config(info["model"], info["config"]))
+    model.build_from_schema()
+    ckpt, _ = checkpoint(model)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if latest is None:
+        raise FileNotFoundError(f"{model_dir}/checkpoints holds no checkpoint")
+    ckpt.restore(latest).expect_partial()
+    return model, schema, info
