@@ -62,11 +62,15 @@ def make_dataset(schema: Schema, split: str, *, data_dir: str | None = None,
                  batch_size: int = 2048, training: bool = False, seed: int = 0,
                  repeat: bool = False, bad_rows: str = "error",
                  counter: BadRowCounter | None = None,
-                 shuffle_buffer: int = 100_000) -> tf.data.Dataset:
+                 shuffle_buffer: int = 100_000, transform=None,
+                 cache: bool = False) -> tf.data.Dataset:
     """The `(features, labels)` dataset of one split.
 
     training=True shuffles (files and rows, seeded) and drops the last partial batch so
     every batch has the same shape (XLA recompiles for each new shape).
+    transform: applied to each parsed block of (features, labels), e.g. model encoding.
+    cache=True keeps the parsed (and transformed) rows in memory after the first pass,
+    for datasets that fit in RAM: later epochs skip parsing.
     """
     if bad_rows not in ("error", "skip"):
         raise ValueError(f"bad_rows must be 'error' or 'skip', got '{bad_rows}'")
@@ -79,15 +83,28 @@ def make_dataset(schema: Schema, split: str, *, data_dir: str | None = None,
     else:
         records = _tfrecord_records(files)
         parse = _ExampleParser(schema, bad_rows, counter)
+    def parse_blocks(ds, block, drop_remainder):
+        # Parsing blocks of records is far cheaper than one record at a time.
+        ds = ds.batch(block, drop_remainder=drop_remainder)
+        ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if transform is not None:
+            ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds
+
+    if cache:
+        rows = parse_blocks(records, 4096, False).unbatch().cache()
+        if repeat:
+            rows = rows.repeat()
+        if training:
+            rows = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        return rows.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
     if repeat:
         records = records.repeat()
     if training:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    # Parsing blocks of records is far cheaper than one record at a time.
-    block = batch_size if bad_rows == "error" else 1024
-    ds = records.batch(block, drop_remainder=training and bad_rows == "error")
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if bad_rows == "skip":
+    exact = bad_rows == "error"  # skipping rows changes block sizes: re-batch after parsing
+    ds = parse_blocks(records, batch_size if exact else 1024, training and exact)
+    if not exact:
         ds = ds.unbatch().batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)
 

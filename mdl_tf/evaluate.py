@@ -12,7 +12,7 @@ import os
 import mdl_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 
 from mdl_tf import data, metrics, runs
 
@@ -63,6 +63,7 @@ def define_flags():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
     model, schema, info = runs.restore_model(FLAGS.model_dir)

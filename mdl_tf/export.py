@@ -22,7 +22,7 @@ import time
 
 import mdl_tf  # noqa: F401
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 
 from mdl_tf import data, runs
 
@@ -134,6 +134,7 @@ def define_flags():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
     model, _, _ = runs.restore_model(FLAGS.model_dir)

@@ -19,7 +19,7 @@ import time
 
 import mdl_tf  # noqa: F401
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 
 from mdl_tf import data, datasets, evaluate, export, metrics, runs
 from mdl_tf.models import build_model, make_config, model_names
@@ -47,6 +47,7 @@ class TrainOptions:
     early_stopping_patience: int = 2
     eval_split: str = "valid"
     bad_rows: str = "error"
+    cache_data: bool = False         # keep parsed rows in memory (datasets that fit in RAM)
     export: bool = True
     verbose: int | None = None
 
@@ -71,12 +72,21 @@ def compile_model(model, opts: TrainOptions):
                   jit_compile=opts.jit_compile)
 
 
-def encoded_dataset(model, ds):
+def encoder_transform(model):
     """Raw (features, labels) -> (encoded features, labels): string work stays in tf.data."""
     def encode(raw, labels):
         raw = {k: v for k, v in raw.items() if k != data.GROUP_KEY}
         return model.preprocess(raw), labels
-    return ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return encode
+
+
+def training_datasets(model, schema, data_dir, opts):
+    """(train, valid) datasets of encoded features for model.fit."""
+    common = dict(data_dir=data_dir, batch_size=opts.batch_size, bad_rows=opts.bad_rows,
+                  transform=encoder_transform(model), cache=opts.cache_data)
+    train_ds = data.make_dataset(schema, "train", training=True, seed=opts.seed,
+                                 repeat=opts.steps > 0, **common)
+    return train_ds, data.make_dataset(schema, "valid", **common)
 
 
 class MeanValidationAUC(tf.keras.callbacks.Callback):
@@ -128,11 +138,7 @@ def train(opts: TrainOptions) -> dict:
     steps_mode = opts.steps > 0
     epochs = math.ceil(opts.steps / opts.steps_per_eval) if steps_mode else opts.epochs
     train_files = data.expand_files(schema.files_for("train", data_dir))
-    train_ds = encoded_dataset(model, data.make_dataset(
-        schema, "train", data_dir=data_dir, batch_size=opts.batch_size, training=True,
-        seed=opts.seed, repeat=steps_mode, bad_rows=opts.bad_rows))
-    valid_ds = encoded_dataset(model, data.make_dataset(
-        schema, "valid", data_dir=data_dir, batch_size=opts.batch_size, bad_rows=opts.bad_rows))
+    train_ds, valid_ds = training_datasets(model, schema, data_dir, opts)
     callbacks = [
         MeanValidationAUC(schema.task_names),
         EpochCheckpoint(manager, epoch_var),
@@ -198,6 +204,8 @@ def define_flags():
     flags.DEFINE_string("eval_split", _D.eval_split, "Split evaluated at the end.")
     flags.DEFINE_enum("bad_rows", _D.bad_rows, ["error", "skip"],
                       "Bad input rows: stop with an error naming file/line/column, or skip and count.")
+    flags.DEFINE_bool("cache_data", _D.cache_data,
+                      "Keep parsed training/validation rows in memory after the first epoch.")
     flags.DEFINE_bool("export", _D.export, "Export a SavedModel at the end.")
 
 def parse_overrides(items):
@@ -221,11 +229,13 @@ def options_from_flags() -> TrainOptions:
         embedding_optimizer=FLAGS.embedding_optimizer,
         embedding_learning_rate=FLAGS.embedding_learning_rate, jit_compile=FLAGS.jit_compile,
         seed=FLAGS.seed, early_stopping_patience=FLAGS.early_stopping_patience,
-        eval_split=FLAGS.eval_split, bad_rows=FLAGS.bad_rows, export=FLAGS.export)
+        eval_split=FLAGS.eval_split, bad_rows=FLAGS.bad_rows, cache_data=FLAGS.cache_data,
+        export=FLAGS.export)
 
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)
     if FLAGS.model not in model_names():
         raise app.UsageError(f"--model must be one of {', '.join(model_names())}")
     try:

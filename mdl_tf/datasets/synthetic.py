@@ -32,9 +32,12 @@ seed fixes the whole dataset; rows are produced in chunks and never held all at 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import numpy as np
+
+from mdl_tf import schema as schema_lib
 
 SCENARIOS = ("feed", "search", "mall")
 TRAFFIC = (0.55, 0.30, 0.15)
@@ -199,13 +202,19 @@ def write_csv(path, log, num_rows, split):
 
 
 def prepare(out_dir, raw_dir=None, seed=0, rows=None, overlap=0.05, missing_rate=0.0):
-    """Writes train.csv / valid.csv / test.csv for synthetic.yaml into out_dir."""
+    """Writes train.csv / valid.csv / test.csv, plus schema.yaml describing them.
+
+    The schema.yaml written here has no recipe: `--dataset <out_dir>/schema.yaml` trains
+    on exactly these files (tests use it for small copies).
+    """
     del raw_dir  # generated, not read
     rows = {**DEFAULT_ROWS, **(rows or {})}
     os.makedirs(out_dir, exist_ok=True)
     log = SyntheticLog(seed=seed, overlap=overlap, missing_rate=missing_rate)
     for split, n in rows.items():
         write_csv(os.path.join(out_dir, f"{split}.csv"), log, n, split)
+    schema = schema_lib.load(os.path.join(os.path.dirname(__file__), "synthetic.yaml"))
+    schema_lib.dump(dataclasses.replace(schema, recipe=None), os.path.join(out_dir, "schema.yaml"))
     return out_dir
 
 

@@ -1,0 +1,53 @@
+"""Shared fixtures. TF_USE_LEGACY_KERAS must be set before TensorFlow is imported."""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.abspath(os.path.join(REPO, "..", "shared", "data"))
+
+# Small enough for the whole suite to stay fast on 2 cores, large enough to learn from.
+TINY_ROWS = {"train": 6000, "valid": 2000, "test": 2000}
+TINY_CONFIG = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ffn_multiplier": 2}
+
+
+def shared_data(*parts):
+    """Path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"shared data not available: {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A small synthetic dataset: directory with train/valid/test.csv and schema.yaml."""
+    from mdl_tf.datasets import synthetic
+    out = str(tmp_path_factory.mktemp("tiny_synthetic"))
+    synthetic.prepare(out, rows=TINY_ROWS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_schema(tiny_dataset):
+    from mdl_tf import schema
+    return schema.load(os.path.join(tiny_dataset, "schema.yaml"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    """A small MDL trained once for the session, evaluated and exported.
+
+    Returns train()'s result dict plus "model_dir"; tests must not modify it.
+    """
+    from mdl_tf import train
+    model_dir = str(tmp_path_factory.mktemp("tiny_run"))
+    opts = train.TrainOptions(dataset=os.path.join(tiny_dataset, "schema.yaml"),
+                              model_dir=model_dir, config=dict(TINY_CONFIG), epochs=2,
+                              batch_size=256, jit_compile=False, early_stopping_patience=0,
+                              verbose=0)
+    result = train.train(opts)
+    return {**result, "model_dir": model_dir}
