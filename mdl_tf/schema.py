@@ -8,6 +8,7 @@ Example (see `mdl_tf/datasets/*.yaml` for complete ones)::
 
     name: movielens100k
     recipe: movielens          # optional: a module in mdl_tf.datasets that builds the files
+    recipe_options: {split: random}   # keyword arguments of the recipe's prepare()
     format: csv                # csv (optionally .gz) or tfrecord (tf.train.Example)
     files: {train: train.csv, valid: valid.csv, test: test.csv}   # globs, relative to data_dir
     features:
@@ -116,6 +117,7 @@ class Schema:
     scenario_priors: dict = dataclasses.field(default_factory=dict)
     task_priors: dict = dataclasses.field(default_factory=dict)
     recipe: str | None = None
+    recipe_options: dict = dataclasses.field(default_factory=dict)
     path: str | None = None
 
     # --- lookups -------------------------------------------------------------------
@@ -181,6 +183,7 @@ class Schema:
         }
         if self.recipe:
             out["recipe"] = self.recipe
+            out["recipe_options"] = dict(self.recipe_options)
         return out
 
 
@@ -238,6 +241,7 @@ def from_dict(raw: Any, path: str | None = None) -> Schema:
         scenario_priors={str(k): tuple(v) for k, v in (raw.get("scenario_priors") or {}).items()},
         task_priors={str(k): tuple(v) for k, v in (raw.get("task_priors") or {}).items()},
         recipe=raw.get("recipe"),
+        recipe_options=dict(raw.get("recipe_options") or {}),
         path=path,
     )
     validate(schema)

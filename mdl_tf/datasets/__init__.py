@@ -1,7 +1,8 @@
 """Datasets: built-in schemas (`<name>.yaml`) and the recipes that build their files.
 
-A recipe is a module here with `prepare(out_dir, raw_dir=None) -> out_dir` that writes
-the files its schema's `files:` section names. `resolve()` runs it once per output dir.
+A recipe is a module here with `prepare(out_dir, raw_dir=None, **recipe_options) -> out_dir`
+that writes the files its schema's `files:` section names (`recipe_options` come from the
+schema). `resolve()` runs it once per output dir and raw input.
 """
 import importlib
 import json
@@ -37,12 +38,13 @@ def resolve(schema, data_dir=None, work_dir=None):
     recipe = importlib.import_module(f"mdl_tf.datasets.{schema.recipe}")
     raw_dir = data_dir or getattr(recipe, "DEFAULT_RAW_DIR", None)
     stamp = os.path.join(work_dir, ".prepared.json")
-    key = {"recipe": schema.recipe, "raw_dir": os.path.abspath(raw_dir) if raw_dir else None}
+    key = {"recipe": schema.recipe, "options": schema.recipe_options,
+           "raw_dir": os.path.abspath(raw_dir) if raw_dir else None}
     if os.path.exists(stamp):
         with open(stamp) as fh:
             if json.load(fh) == key:
                 return work_dir
-    recipe.prepare(work_dir, raw_dir=raw_dir)
+    recipe.prepare(work_dir, raw_dir=raw_dir, **schema.recipe_options)
     with open(stamp, "w") as fh:
         json.dump(key, fh)
     return work_dir
