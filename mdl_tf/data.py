@@ -339,14 +339,23 @@ class _ExampleParser:
 
 
 def locate_bad_record(files: list) -> str | None:
-    """Finds the first record that is not a tf.train.Example (parse_example can't say which)."""
+    """The first corrupt record or non-Example record (TensorFlow's errors don't say which)."""
     for path in files:
         compression = "GZIP" if path.endswith(".gz") else ""
-        for i, raw in enumerate(tf.data.TFRecordDataset(path, compression_type=compression)):
+        records = iter(tf.data.TFRecordDataset(path, compression_type=compression))
+        i = 0
+        while True:
+            try:
+                raw = next(records)
+            except StopIteration:
+                break
+            except tf.errors.DataLossError as e:
+                return f"{path}:record {i}: corrupt or truncated TFRecord ({e.message})"
             try:
                 tf.train.Example.FromString(raw.numpy())
             except Exception as e:  # protobuf's DecodeError type is private
                 return f"{path}:record {i}: not a serialized tf.train.Example ({e})"
+            i += 1
     return None
 
 
@@ -357,11 +366,11 @@ def raise_data_errors(schema: Schema, files: list | None = None):
         yield
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         text = str(e.message if hasattr(e, "message") else e)
-        match = re.search(ERROR_MARK + r"\W+(.*?)\W+" + ERROR_MARK, text, re.S)
+        # tf.debugging.Assert prints each data tensor as "[value]", with quotes escaped.
+        match = re.search(r"\[" + ERROR_MARK + r"\]\s*\[(.*?)\]\s*\[" + ERROR_MARK + r"\]",
+                          text, re.S)
         if match:
-            raise DataError(match.group(1).strip().strip("'\"")) from None
-        if isinstance(e, tf.errors.DataLossError):
-            raise DataError(f"corrupt or truncated TFRecord file: {text.splitlines()[0]}") from None
+            raise DataError(match.group(1).replace("\\'", "'").replace('\\"', '"')) from None
         if schema.format == "tfrecord" and files:
             located = locate_bad_record(files)
             if located:

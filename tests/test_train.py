@@ -1,0 +1,119 @@
+"""Training end to end: quality on synthetic data, outputs, resume, CLIs and bad input."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import mdl_tf  # noqa: F401
+import pytest
+
+from conftest import REPO
+from mdl_tf import train
+from mdl_tf.datasets import synthetic
+
+ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": REPO}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          env=ENV, cwd=REPO, timeout=300)
+
+
+def test_training_reaches_auc_07_in_every_scenario_and_task(tmp_path):
+    data_dir = str(tmp_path / "data")
+    synthetic.prepare(data_dir, rows={"train": 100_000, "valid": 20_000, "test": 1000})
+    result = train.train(train.TrainOptions(
+        dataset=os.path.join(data_dir, "schema.yaml"), model_dir=str(tmp_path / "run"),
+        config={"d_model": 32, "num_layers": 1, "num_heads": 2}, epochs=3, batch_size=1024,
+        learning_rate=3e-3, cache_data=True, export=False, verbose=0))
+    cells = {(s, t): c["auc"] for s, tasks in result["metrics"]["scenarios"].items()
+             for t, c in tasks.items()}
+    assert len(cells) == 9
+    assert all(auc >= 0.7 for auc in cells.values()), cells
+
+
+def test_run_outputs_metrics_json_and_export(tiny_run, tiny_schema):
+    with open(os.path.join(tiny_run["model_dir"], "metrics.json")) as fh:
+        saved = json.load(fh)
+    assert set(saved["scenarios"]) == set(tiny_schema.scenario_names)
+    for scenario in tiny_schema.scenario_names:
+        assert set(saved["scenarios"][scenario]) == set(tiny_schema.task_names)
+        for cell in saved["scenarios"][scenario].values():
+            assert set(cell) == {"auc", "gauc", "logloss", "count", "positives"}
+    assert saved["overall"]["click"]["count"] == 2000
+    export_dir = tiny_run["export_path"]
+    assert os.path.basename(export_dir).isdigit()
+    assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
+    assert not [d for d in os.listdir(os.path.dirname(export_dir)) if d.startswith(".tmp")]
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path, capsys):
+    opts = train.TrainOptions(dataset=os.path.join(tiny_dataset, "schema.yaml"),
+                              model_dir=str(tmp_path), config={"d_model": 16, "num_layers": 1,
+                                                               "num_heads": 2},
+                              epochs=1, batch_size=512, jit_compile=False,
+                              early_stopping_patience=0, export=False, verbose=0)
+    first = train.train(opts)
+    assert len(first["history"]["loss"]) == 1
+    opts.epochs = 2
+    second = train.train(opts)
+    assert "resuming from" in capsys.readouterr().out
+    assert len(second["history"]["loss"]) == 1            # only the missing epoch ran
+    assert os.path.basename(
+        __import__("tensorflow").train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    ) == "ckpt-2"
+
+
+def test_evaluate_and_export_clis(tiny_run, tmp_path):
+    out = str(tmp_path / "test_metrics.json")
+    run = cli("mdl_tf.evaluate", "--model_dir", tiny_run["model_dir"], "--split", "test",
+              "--output", out)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "(overall)" in run.stdout and "favourite" in run.stdout
+    with open(out) as fh:
+        assert json.load(fh)["split"] == "test"
+    run = cli("mdl_tf.export", "--model_dir", tiny_run["model_dir"],
+              "--export_base", str(tmp_path / "exp"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [d for d in os.listdir(tmp_path / "exp") if d.isdigit()]
+
+
+def test_train_cli_reports_bad_rows_with_file_line_and_column(tiny_dataset, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for split in ("train", "valid", "test"):
+        with open(os.path.join(tiny_dataset, f"{split}.csv")) as src:
+            lines = src.read().splitlines()
+        if split == "train":
+            fields = lines[5].split(",")
+            fields[4] = "NaN"                                    # activity
+            lines[5] = ",".join(fields)
+        (data_dir / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    schema = os.path.join(tiny_dataset, "schema.yaml")
+    args = ("mdl_tf.train", "--dataset", schema, "--data_dir", str(data_dir), "--model_dir",
+            str(tmp_path / "run"), "--epochs", "1", "--batch_size", "256", "--nojit_compile",
+            "--config", "d_model=16", "--config", "num_layers=1", "--noexport")
+    run = cli(*args)
+    assert run.returncode == 2
+    assert "train.csv:6: column 'activity': NaN in dense feature 'NaN'" in run.stderr
+    skipped = cli(*args, "--bad_rows", "skip", "--model_dir", str(tmp_path / "run2"))
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+
+
+def test_train_cli_rejects_bad_config_and_schema(tiny_dataset, tmp_path):
+    run = cli("mdl_tf.train", "--dataset", os.path.join(tiny_dataset, "schema.yaml"),
+              "--model_dir", str(tmp_path), "--config", "d_modle=8")
+    assert run.returncode == 2 and "no config field 'd_modle'" in run.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(open(os.path.join(tiny_dataset, "schema.yaml")).read().replace(
+        "- user_id\n  - age_group", "- user_id\n  - agegroup", 1))
+    run = cli("mdl_tf.train", "--dataset", str(bad), "--model_dir", str(tmp_path / "r"))
+    assert run.returncode == 2 and "unknown feature 'agegroup'" in run.stderr
+
+
+def test_gauc_and_counts_are_consistent(tiny_run):
+    cells = tiny_run["metrics"]["scenarios"]
+    total = sum(c["click"]["count"] for c in cells.values())
+    assert total >= tiny_run["metrics"]["overall"]["click"]["count"]  # overlap counts twice
+    assert all(not math.isnan(c["click"]["auc"]) for c in cells.values())
