@@ -134,14 +134,19 @@ def _csv_lines(schema: Schema, files: list) -> tf.data.Dataset:
     if not schema.csv_header:
         raise SchemaError(f"{schema.path or schema.name}: CSV input needs a header line")
 
-    def lines(path):
-        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-        ds = tf.data.TextLineDataset(path, compression_type=compression).skip(1)
-        return ds.enumerate(start=2).map(lambda n, line: (path, n, line))
+    return _numbered(files, lambda path, compression: tf.data.TextLineDataset(
+        path, compression_type=compression).skip(1), start=2)
 
-    names = tf.data.Dataset.from_tensor_slices(files)
-    return names.interleave(lines, cycle_length=min(len(files), 4),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+def _numbered(files: list, reader, start: int) -> tf.data.Dataset:
+    """(file, record number, record) triples of all files, interleaved deterministically."""
+    def one_file(path):
+        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+        return reader(path, compression).enumerate(start=start).map(lambda n, r: (path, n, r))
+
+    return tf.data.Dataset.from_tensor_slices(files).interleave(
+        one_file, cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
 
 
 class _CsvParser:
@@ -244,14 +249,8 @@ def _apply_policy(features, labels, problems, bad_rows, counter):
 
 # --- TFRecord ----------------------------------------------------------------------------
 def _tfrecord_records(files: list) -> tf.data.Dataset:
-    def records(path):
-        compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-        ds = tf.data.TFRecordDataset(path, compression_type=compression)
-        return ds.enumerate(start=0).map(lambda n, r: (path, n, r))
-
-    names = tf.data.Dataset.from_tensor_slices(files)
-    return names.interleave(records, cycle_length=min(len(files), 4),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _numbered(files, lambda path, compression: tf.data.TFRecordDataset(
+        path, compression_type=compression), start=0)
 
 
 def example_spec(schema: Schema) -> dict:
@@ -281,16 +280,14 @@ def label_spec(schema: Schema) -> dict:
     return spec
 
 
-def features_from_parsed(schema: Schema, parsed: dict) -> dict:
-    """Maps parse_example output to the model's raw feature dict (multi-valued: joined)."""
-    out = {}
-    for f in schema.features:
-        v = parsed[f.source_column]
-        if isinstance(v, tf.SparseTensor):
-            v = tf.strings.reduce_join(tf.RaggedTensor.from_sparse(v), axis=1,
-                                       separator=f.separator)
-        out[f.name] = v
-    return out
+def raw_from_parsed(schema: Schema, parsed: dict) -> dict:
+    """parse_example output -> the model's raw inputs: features (multi-valued joined by their
+    separator) and the scenario (its values joined by the scenario separator)."""
+    raw = {f.name: join_sparse(parsed[f.source_column], f.separator)
+           if f.type == "multi_categorical" else parsed[f.source_column]
+           for f in schema.features}
+    raw[SCENARIO_KEY] = join_sparse(parsed[schema.scenario.column], schema.scenario.separator)
+    return raw
 
 
 def join_sparse(v, separator):
@@ -311,18 +308,17 @@ class _ExampleParser:
         s = self.schema
         parsed = tf.io.parse_example(serialized, self.spec)
         where = path + tf.constant(":record ") + tf.strings.as_string(index) + ": "
-        features = features_from_parsed(s, parsed)
+        features = raw_from_parsed(s, parsed)
+        scen = features[SCENARIO_KEY]
         problems = []
         for f in s.features:
             if f.type == "dense":
                 problems.append(_problem(tf.math.is_nan(features[f.name]), where,
                                          f"feature '{f.source_column}': NaN in dense feature ",
                                          tf.strings.as_string(features[f.name])))
-        scen = join_sparse(parsed[s.scenario.column], s.scenario.separator)
         problems.append(_problem(~_known_scenarios(s, scen), where,
                                  f"feature '{s.scenario.column}': unknown scenario ", scen,
                                  f" (known: {', '.join(s.scenario.names)})"))
-        features[SCENARIO_KEY] = scen
         if s.gauc_group:
             features[GROUP_KEY] = tf.strings.reduce_join(
                 tf.stack([join_sparse(parsed[c], "|") for c in s.gauc_group], axis=1),
