@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import hashlib
 import os
 
 from mdl_tf import schema as schema_lib
+from mdl_tf.datasets.splits import reference_split
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The project's shared data sits beside the repository: <repo>/../shared/data.
@@ -55,12 +55,6 @@ LABELS = ("income_50k", "never_married")
 COLUMNS = FEATURE_COLUMNS + ("scenario",) + LABELS
 SCENARIOS = {"Male": "male", "Female": "female"}
 INCOME_VALUES = ("- 50000.", "50000+.")
-
-
-def reference_split(key: str) -> str:
-    """The shared READMEs' hash split: md5 bucket 0-7 train, 8 valid, 9 test."""
-    bucket = int.from_bytes(hashlib.md5(key.encode("utf-8")).digest()[:8], "big") % 10
-    return "train" if bucket < 8 else ("valid" if bucket == 8 else "test")
 
 
 def raw_path(raw_dir: str, raw_file: str) -> str:

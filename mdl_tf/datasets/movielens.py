@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 
 from mdl_tf import schema as schema_lib
+from mdl_tf.datasets.splits import reference_split
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The project's shared data sits beside the repository: <repo>/../shared/data.
@@ -47,12 +47,6 @@ def age_scenario(age: int) -> str:
     if age < 25:
         return SCENARIOS[0]
     return SCENARIOS[1] if age < 35 else SCENARIOS[2]
-
-
-def reference_split(key: str) -> str:
-    """The shared READMEs' hash split: md5 bucket 0-7 train, 8 valid, 9 test."""
-    bucket = int.from_bytes(hashlib.md5(key.encode("utf-8")).digest()[:8], "big") % 10
-    return "train" if bucket < 8 else ("valid" if bucket == 8 else "test")
 
 
 def check_raw_dir(raw_dir: str) -> None:
