@@ -8,6 +8,10 @@ One concept per module:
   validate    one record's cells -> the typed row, or a BadRow with its reason
   split       deterministic train/valid/test assignment (hashed key or time)
   statistics  vocabularies, dense moments and quantiles, label counts (Beam transforms)
-  pipeline    the Beam graph and `run()`: read, validate, split, write, then finalize
-  finalize    the output schema, report.json / report.md and the bad-row guard
+  output_schema  the schema written next to the TFRecords
+  report      report.json / report.md
+  files       small text files through Beam's FileSystems (local, gs://, s3://, hdfs://)
+  pipeline    the Beam graph and `run()`: read, validate, split, write, then the schema,
+              the reports and the bad-row guard
+  preprocess  the command line
 """

@@ -96,6 +96,31 @@ def _write_vocabulary(element, output_dir):
                          "".join(t + "\n" for t in summary["tokens"]))
 
 
+def _write_stats(stats, output_dir):
+    files.write_text(files.join(output_dir, STATS_FILE), json.dumps(stats, indent=1))
+
+
+def _statistics(bad, assigned, train, bounds, schema, opts) -> dict:
+    """{section: PCollection of (key, value)}: counts and train-split statistics."""
+    vocabs = train | "Vocabularies" >> statistics.Vocabularies(
+        options_lib.vocab_features(opts, schema), opts.vocab_top_k, opts.vocab_min_count)
+    vocabs | "WriteVocabularies" >> beam.Map(_write_vocabulary, opts.output_dir)
+    sections = {
+        "bad_rows": bad | "Reasons" >> beam.Map(lambda e: e["reason"])
+        | "CountReasons" >> beam.combiners.Count.PerElement(),
+        "split_rows": assigned | "Splits" >> beam.Keys()
+        | "CountSplits" >> beam.combiners.Count.PerElement(),
+        "scenarios": assigned | "ScenarioCounts" >> statistics.ScenarioCounts(schema),
+        "dense": train | "DenseMoments" >> statistics.DenseMoments(schema.features),
+        "quantiles": train | "DenseQuantiles" >> statistics.DenseQuantiles(schema.features,
+                                                                           opts.num_quantiles),
+        "vocabularies": vocabs,
+    }
+    if bounds is not None:
+        sections["time_boundaries"] = bounds | "KeyBoundaries" >> beam.Map(lambda b: (None, b))
+    return sections
+
+
 def build(p, opts, schema, validator, input_format, headers=None) -> None:
     """Adds the whole preprocessing graph to pipeline p."""
     records = p | "Read" >> sources.ReadRecords(opts.inputs, input_format, headers,
@@ -113,25 +138,9 @@ def build(p, opts, schema, validator, input_format, headers=None) -> None:
     for split, part in zip(split_lib.SPLITS, parts):
         _write_examples(part | f"Rows_{split}" >> beam.Values(), split, schema, opts)
     train = parts[0] | "TrainRows" >> beam.Values()
-    vocabs = train | "Vocabularies" >> statistics.Vocabularies(
-        options_lib.vocab_features(opts, schema), opts.vocab_top_k, opts.vocab_min_count)
-    vocabs | "WriteVocabularies" >> beam.Map(_write_vocabulary, opts.output_dir)
-    sections = {
-        "bad_rows": bad | "Reasons" >> beam.Map(lambda e: e["reason"])
-        | "CountReasons" >> beam.combiners.Count.PerElement(),
-        "split_rows": assigned | "Splits" >> beam.Keys()
-        | "CountSplits" >> beam.combiners.Count.PerElement(),
-        "scenarios": assigned | "ScenarioCounts" >> statistics.ScenarioCounts(schema),
-        "dense": train | "DenseMoments" >> statistics.DenseMoments(schema.features),
-        "quantiles": train | "DenseQuantiles" >> statistics.DenseQuantiles(schema.features,
-                                                                           opts.num_quantiles),
-        "vocabularies": vocabs,
-    }
-    if bounds is not None:
-        sections["time_boundaries"] = bounds | "KeyBoundaries" >> beam.Map(lambda b: (None, b))
-    (sections | "Statistics" >> statistics.Collect()
-     | "WriteStats" >> beam.Map(lambda s: files.write_text(
-         files.join(opts.output_dir, STATS_FILE), json.dumps(s, indent=1))))
+    (_statistics(bad, assigned, train, bounds, schema, opts)
+     | "Statistics" >> statistics.Collect()
+     | "WriteStats" >> beam.Map(_write_stats, opts.output_dir))
 
 
 def _check_input(opts, schema, validator) -> tuple:

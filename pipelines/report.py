@@ -84,9 +84,11 @@ def to_markdown(report: dict, task_names) -> str:
     rows = [[split, scen, e["rows"]] + [_rate(e.get(t)) for t in task_names]
             for split, scens in report["label_rates"].items() for scen, e in scens.items()]
     lines += _table(["split", "scenario", "rows", *task_names], rows)
-    lines += ["", "## Dense features (train split; mean/std of the model input)", ""]
-    lines += _table(["feature", "count", "missing", "mean", "std", "quantiles"],
+    lines += ["", "## Dense features (train split; count to max: the model input, log1p(x) "
+              "under log1p; quantiles: the raw value)", ""]
+    lines += _table(["feature", "count", "missing", "mean", "std", "min", "max", "quantiles"],
                     [[n, d["count"], d["missing"], _num(d.get("mean")), _num(d.get("std")),
+                      _num(d.get("min")), _num(d.get("max")),
                       ", ".join(_num(q, 3) for q in d["quantiles"])]
                      for n, d in report["dense"].items()])
     lines += ["", "## Vocabularies (train split)", ""]

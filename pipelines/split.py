@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 
 SPLITS = ("train", "valid", "test")
 
@@ -56,9 +57,11 @@ def time_split(t: float, boundaries) -> str:
 
 def boundaries_from_quantiles(quantiles, fractions) -> tuple:
     """(train end, valid end) from evenly spaced quantiles [min, ..., max] of the times."""
+    if not quantiles:   # no good rows: nothing to split (the bad-row guard reports it)
+        return math.inf, math.inf
     steps = len(quantiles) - 1
     train_end = quantiles[round(fractions[0] * steps)]
     # With no test split, the latest rows (equal to the max) must stay in valid.
     valid_end = (quantiles[round((fractions[0] + fractions[1]) * steps)] if fractions[2] > 0
-                 else float("inf"))
+                 else math.inf)
     return float(train_end), float(valid_end)

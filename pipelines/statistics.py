@@ -69,8 +69,10 @@ class DenseMoments(beam.PTransform):
         self.features = [f for f in features if f.type == "dense"]
 
     def expand(self, rows):
+        features = self.features
+
         def values(row):
-            return [(f.name, model_value(f, row[f.source_column])) for f in self.features]
+            return [(f.name, model_value(f, row[f.source_column])) for f in features]
         return (rows | "Values" >> beam.FlatMap(values)
                 | "Moments" >> beam.CombinePerKey(MomentsFn()))
 
@@ -84,8 +86,10 @@ class DenseQuantiles(beam.PTransform):
         self.num_quantiles = num_quantiles
 
     def expand(self, rows):
+        features = self.features
+
         def values(row):
-            return [(f.name, row[f.source_column]) for f in self.features
+            return [(f.name, row[f.source_column]) for f in features
                     if row[f.source_column] is not None]
         return (rows | "Values" >> beam.FlatMap(values)
                 | "Quantiles" >> beam.ApproximateQuantiles.PerKey(self.num_quantiles + 1))

@@ -76,9 +76,9 @@ class RowValidator:
                                 **{n: n for n in names}}
         feature_columns = {f.source_column for f in schema.features}
         self.group_columns = tuple(c for c in schema.gauc_group if c not in feature_columns)
+        self.required_columns = self._required_columns()
 
-    @property
-    def required_columns(self) -> list:
+    def _required_columns(self) -> tuple:
         """Every column a record must have, in a stable order."""
         cols = [f.source_column for f in self.schema.features]
         if self.scenario_path_re is None:
@@ -87,7 +87,7 @@ class RowValidator:
         cols += list(self.group_columns) + list(self.extra_columns)
         if self.time_column:
             cols.append(self.time_column)
-        return list(dict.fromkeys(cols))
+        return tuple(dict.fromkeys(cols))
 
     def __call__(self, cells: dict, source: str = "") -> tuple:
         """(row for example_from_row, extras); raises BadRow."""

@@ -1,6 +1,7 @@
 """Bad input: injected bad rows reach the dead letter with their reasons, the fraction guard
 fails the run, and input that cannot work at all is refused before launching."""
 import csv
+import gzip
 import io
 import json
 import os
@@ -27,7 +28,8 @@ def _line(row, **changes):
 
 @pytest.fixture(scope="module")
 def injected(tmp_path_factory):
-    """The Ali-CCP fixture (100 rows) with one bad line per CSV reason: (path, {line: reason})."""
+    """The Ali-CCP fixture (100 rows), gzipped, with one bad line per CSV reason and a line
+    that is not UTF-8: (path, {line: reason})."""
     _, rows = ali_ccp_rows()
     bad = {
         "1,0,1": "unparseable",                                          # 3 fields, not 33
@@ -38,14 +40,11 @@ def injected(tmp_path_factory):
         _line(rows[4], D508="abc"): "bad_value",
         _line(rows[5], D509="nan"): "bad_value",
     }
-    path = tmp_path_factory.mktemp("injected") / "ali_ccp.csv"
-    with open(path, "w") as fh:
-        fh.write(",".join(rows[0]) + "\n")
-        fh.write("\n".join(_line(r) for r in rows[:50]) + "\n")
-        fh.write("\n".join(bad) + "\n")
-        fh.write("\n".join(_line(r) for r in rows[50:]) + "\n")
-    with open(path, "ab") as fh:
-        fh.write(_line(rows[6]).encode().replace(b",", b",\xff", 1) + b"\n")   # not UTF-8
+    lines = [",".join(rows[0]), *map(_line, rows[:50]), *bad, *map(_line, rows[50:])]
+    not_utf8 = _line(rows[6]).encode().replace(b",", b",\xff", 1)
+    path = tmp_path_factory.mktemp("injected") / "ali_ccp.csv.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write("\n".join(lines).encode() + b"\n" + not_utf8 + b"\n")
     return str(path), bad
 
 

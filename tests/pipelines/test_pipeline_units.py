@@ -34,6 +34,7 @@ def test_time_split_boundaries():
     quantiles = list(range(11))                       # times 0..10, deciles
     assert split.boundaries_from_quantiles(quantiles, (0.8, 0.1, 0.1)) == (8.0, 9.0)
     assert split.boundaries_from_quantiles(quantiles, (0.9, 0.1, 0.0)) == (9.0, math.inf)
+    assert split.boundaries_from_quantiles([], (0.8, 0.1, 0.1)) == (math.inf, math.inf)
     assert [split.time_split(t, (8, 9)) for t in (7.9, 8, 8.5, 9, 12)] == [
         "train", "valid", "valid", "test", "test"]
 
