@@ -3,7 +3,8 @@
     python -m mdl_tf.export --model_dir runs/demo [--export_base runs/demo/export]
 
 Writes `<export_base>/<version>/` atomically (a temporary directory, then a rename: TF
-Serving loads any numeric directory it sees). Signatures (names use [a-z0-9_] only):
+Serving loads any numeric directory it sees). Signatures (names in serving/signatures.py,
+[a-z0-9_] only):
 
   serving_default            raw features + `scenario` (string: names or 0-based ids,
                              '|'-joined for multi-scenario) -> {<task>: [B] probability}
@@ -13,10 +14,15 @@ Serving loads any numeric directory it sees). Signatures (names use [a-z0-9_] on
 
 Signatures are not XLA-compiled (every new batch size would recompile). The multi-scenario
 signatures share one inner tf.function and each scenario's signatures share one per
-scenario, so each graph is stored once; a per-scenario graph computes only its own
-scenario token and the global one (MDL.call(scenario_index=k)).
+scenario, so each graph is stored once. For models whose `call` takes `scenario_index`
+(MDL), a per-scenario graph computes only its own scenario token and the global one;
+other models run their full network with the scenario filled in.
 An unknown scenario fails with INVALID_ARGUMENT naming it.
+
+The version also gets `assets.extra/tf_serving_warmup_requests`: one PredictRequest per
+signature, which TF Serving (and serving/server.py) replays before serving the version.
 """
+import inspect
 import os
 import time
 
@@ -25,13 +31,14 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from mdl_tf import data, runs
+from serving import requests, signatures as names, warmup
 
 TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
 
 
-def feature_specs(schema):
-    """{feature: TensorSpec([None], dtype)} of the raw serving inputs (scenario excluded)."""
-    return {f.name: tf.TensorSpec([None], TF_DTYPES[f.dtype], name=f.name)
+def feature_specs(schema, batch_size=None):
+    """{feature: TensorSpec([batch_size], dtype)} of the raw serving inputs (no scenario)."""
+    return {f.name: tf.TensorSpec([batch_size], TF_DTYPES[f.dtype], name=f.name)
             for f in schema.features}
 
 
@@ -49,52 +56,91 @@ def _outputs(schema, probs):
     return {t: probs[:, n] for n, t in enumerate(schema.task_names)}
 
 
-def build_signatures(model):
+def build_signatures(model, batch_size=None):
+    """{signature name: concrete function}. A fixed batch_size gives static shapes (for
+    cost analysis, see serving/cost.py); exports use None."""
     schema = model.schema
-    specs = feature_specs(schema)
-    scenario_spec = tf.TensorSpec([None], tf.string, name=data.SCENARIO_KEY)
+    specs = feature_specs(schema, batch_size)
+    scenario_spec = tf.TensorSpec([batch_size], tf.string, name=data.SCENARIO_KEY)
 
     @tf.function(input_signature=[{**specs, data.SCENARIO_KEY: scenario_spec}])
     def predict(raw):
         with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
             return _outputs(schema, model.predict_raw(raw))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.string,
+                                                name=names.EXAMPLES_INPUT)])
     def predict_examples(serialized):
         spec = {**data.example_spec(schema),
                 schema.scenario.column: tf.io.VarLenFeature(tf.string)}
         parsed = tf.io.parse_example(serialized, spec)
-        raw = data.features_from_parsed(schema, parsed)
-        raw[data.SCENARIO_KEY] = data.join_sparse(parsed[schema.scenario.column],
-                                                   schema.scenario.separator)
-        return predict(raw)
+        return predict(data.raw_from_parsed(schema, parsed))
 
-    signatures = {"serving_default": predict.get_concrete_function(),
-                  "predict_examples": predict_examples.get_concrete_function()}
+    functions = {names.DEFAULT: predict, names.EXAMPLES: predict_examples}
     for k, scenario in enumerate(schema.scenario_names):
         per_scenario = _scenario_function(model, specs, k)
-        signatures[f"scenario_{scenario}"] = per_scenario.get_concrete_function()
-        for n, task in enumerate(schema.task_names):
-            signatures[f"scenario_{scenario}__{task}"] = _task_function(
-                per_scenario, specs, task).get_concrete_function()
-    return signatures
+        functions[names.scenario_signature(scenario)] = per_scenario
+        for task in schema.task_names:
+            name = names.task_signature(scenario, task)
+            if name in functions:  # e.g. scenario "a__b" + task "c" vs scenario "a" + "b__c"
+                raise ValueError(f"two signatures would be named '{name}'; rename a scenario "
+                                 "or task")
+            functions[name] = _task_function(per_scenario, specs, task)
+    return {name: fn.get_concrete_function() for name, fn in functions.items()}
+
+
+def _supports_scenario_subset(model):
+    return "scenario_index" in inspect.signature(model.call).parameters
 
 
 def _scenario_function(model, specs, k):
+    call_kwargs = {"scenario_index": k} if _supports_scenario_subset(model) else {}
+
     @tf.function(input_signature=[specs])
     def predict_scenario(raw):
         raw = dict(raw)
         raw[data.SCENARIO_KEY] = tf.fill(tf.shape(next(iter(raw.values()))),
                                          model.schema.scenario_names[k])
-        return _outputs(model.schema, model.predict_raw(raw, scenario_index=k))
+        return _outputs(model.schema, model.predict_raw(raw, **call_kwargs))
     return predict_scenario
 
 
 def _task_function(per_scenario, specs, task):
     @tf.function(input_signature=[specs])
     def predict_task(raw):
-        return {"probability": per_scenario(raw)[task]}
+        return {names.TASK_OUTPUT: per_scenario(raw)[task]}
     return predict_task
+
+
+def sample_inputs(schema):
+    """One neutral example (0, 0.0 or "" per feature; the first scenario), as the raw
+    inputs {name: [value]} plus the serialized tf.train.Example under "examples"."""
+    neutral = {"int64": 0, "float32": 0.0, "string": ""}
+    raw = {f.name: [neutral[f.dtype]] for f in schema.features}
+    raw[data.SCENARIO_KEY] = [schema.scenario_names[0]]
+    row = {f.source_column: raw[f.name][0] for f in schema.features}
+    row[schema.scenario.column] = schema.scenario_names[0]
+    raw[names.EXAMPLES_INPUT] = [data.example_from_row(schema, row).SerializeToString()]
+    return raw
+
+
+def input_dtypes(concrete_function):
+    """{input name: tf.DType} of a signature function (one dict or one tensor argument)."""
+    arg = concrete_function.structured_input_signature[0][0]
+    specs = arg if isinstance(arg, dict) else {arg.name: arg}
+    return {k: spec.dtype for k, spec in specs.items()}
+
+
+def warmup_requests(schema, signatures):
+    """One PredictRequest per signature, for TF Serving's warm-up file (model name unset:
+    TF Serving ignores it in warm-up records)."""
+    inputs = sample_inputs(schema)
+    out = []
+    for name, fn in signatures.items():
+        dtypes = input_dtypes(fn)
+        out.append(requests.make_predict_request("", name, {k: inputs[k] for k in dtypes},
+                                                 dtypes))
+    return out
 
 
 def next_version(export_base):
@@ -106,8 +152,8 @@ def next_version(export_base):
 def export_saved_model(model, export_base, version=None, extra_assets=None):
     """Exports to <export_base>/<version> atomically; returns the version directory.
 
-    `extra_assets(tmp_dir, signatures)` may write into the version directory (e.g.
-    assets.extra/tf_serving_warmup_requests) before it becomes visible.
+    The warm-up file is written before the rename. `extra_assets(tmp_dir, signatures)`
+    may write more into the version directory before it becomes visible.
     """
     os.makedirs(export_base, exist_ok=True)
     version = version or next_version(export_base)
@@ -117,6 +163,7 @@ def export_saved_model(model, export_base, version=None, extra_assets=None):
     tmp = os.path.join(export_base, f".tmp-{version}-{os.getpid()}")
     signatures = build_signatures(model)
     tf.saved_model.save(model, tmp, signatures=signatures)
+    warmup.write(tmp, warmup_requests(model.schema, signatures))
     if extra_assets is not None:
         extra_assets(tmp, signatures)
     os.rename(tmp, final)  # atomic on one filesystem: Serving never sees a half export

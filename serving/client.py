@@ -1,0 +1,213 @@
+"""Client for TF Serving's gRPC API (this project's server or `tensorflow_model_server`).
+
+    from serving.client import ServingClient
+    with ServingClient("127.0.0.1:8500", "mdl") as client:
+        client.wait_until_ready()
+        scores = client.predict_rows(rows, scenario="feed")           # {task: np.ndarray}
+        clicks = client.predict_rows(rows, scenario="feed", task="click")["probability"]
+
+    python -m serving.client --server 127.0.0.1:8500 status
+    python -m serving.client signatures
+    python -m serving.client predict --scenario feed --csv valid.csv --limit 5
+
+Values are cast to the dtypes the signature declares (read once with GetModelMetadata),
+so Python ints go out as int64 and CSV strings as numbers. Readiness is GetModelStatus
+(state AVAILABLE): real TF Serving has no gRPC health service.
+"""
+import argparse
+import csv
+import itertools
+import json
+import sys
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, prediction_service_pb2_grpc)
+
+from serving import requests, signatures
+
+State = get_model_status_pb2.ModelVersionStatus.State
+MiB = 1 << 20
+
+
+class ServingClient:
+    """One channel to a model server, for one model name."""
+
+    def __init__(self, target, model_name="mdl", *, timeout_s=30.0,
+                 max_message_bytes=64 * MiB, root_certificates=None):
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes)]
+        if root_certificates is None:
+            self.channel = grpc.insecure_channel(target, options)
+        else:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = grpc.secure_channel(target, credentials, options)
+        self.model_name, self.timeout_s = model_name, timeout_s
+        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self._signature_defs = None
+
+    def close(self):
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- model state -------------------------------------------------------------------
+    def status(self, version=None):
+        """{version: state name ("AVAILABLE", "LOADING", ...)} from GetModelStatus."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        if version is not None:
+            request.model_spec.version.value = int(version)
+        response = self.models.GetModelStatus(request, timeout=self.timeout_s)
+        return {s.version: State.Name(s.state) for s in response.model_version_status}
+
+    def wait_until_ready(self, timeout_s=60.0, poll_s=0.2):
+        """Waits until a version is AVAILABLE and returns it; TimeoutError after timeout_s.
+
+        "Not reachable yet" (UNAVAILABLE) and "no version yet" (NOT_FOUND) are waited out;
+        any other error is raised.
+        """
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                available = [v for v, s in self.status().items() if s == "AVAILABLE"]
+                if available:
+                    return max(available)
+                last = "no version AVAILABLE yet"
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    raise
+                last = f"{e.code().name}: {e.details()}"
+            time.sleep(poll_s)
+        raise TimeoutError(f"model '{self.model_name}' not ready after {timeout_s:.0f}s ({last})")
+
+    def signature_defs(self, refresh=False):
+        """{signature name: SignatureDef} from GetModelMetadata (cached; refresh=True re-reads)."""
+        if self._signature_defs is None or refresh:
+            request = get_model_metadata_pb2.GetModelMetadataRequest(
+                metadata_field=["signature_def"])
+            request.model_spec.name = self.model_name
+            response = self.predictions.GetModelMetadata(request, timeout=self.timeout_s)
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(signature_map)
+            self._signature_defs = dict(signature_map.signature_def)
+        return self._signature_defs
+
+    def input_dtypes(self, signature_name):
+        """{input name: tf.DType} of a signature; ValueError naming the known ones if absent."""
+        defs = self.signature_defs()
+        if signature_name not in defs:
+            known = ", ".join(sorted(n for n in defs if not n.startswith("__")))
+            raise ValueError(f"model '{self.model_name}' has no signature '{signature_name}'; "
+                             f"it has: {known}")
+        return requests.input_dtypes(defs[signature_name])
+
+    # --- prediction --------------------------------------------------------------------
+    def predict(self, inputs, *, scenario=None, task=None, signature=None, version=None):
+        """{output: np.ndarray} for `inputs` (name -> values, one per example).
+
+        The signature is `signature`, else the one for scenario/task (serving_default when
+        neither; then `inputs` must hold "scenario"). Keys the signature doesn't take, such
+        as labels, are ignored; a missing input raises ValueError before anything is sent.
+        """
+        name = signature or signatures.signature_for(scenario, task)
+        dtypes = self.input_dtypes(name)
+        missing = sorted(set(dtypes) - set(inputs))
+        if missing:
+            raise ValueError(f"signature '{name}' needs input(s) {missing}")
+        request = requests.make_predict_request(
+            self.model_name, name, {k: inputs[k] for k in dtypes}, dtypes, version)
+        return requests.response_arrays(self.predictions.Predict(request, timeout=self.timeout_s))
+
+    def predict_rows(self, rows, **kwargs):
+        """predict() for a list of row dicts (e.g. csv.DictReader rows)."""
+        name = kwargs.get("signature") or signatures.signature_for(
+            kwargs.get("scenario"), kwargs.get("task"))
+        return self.predict(requests.columns_from_rows(rows, list(self.input_dtypes(name))),
+                            **kwargs)
+
+
+# --- CLI ---------------------------------------------------------------------------------
+def _read_rows(args):
+    if args.json:
+        columns = json.loads(args.json)
+        n = len(next(iter(columns.values())))
+        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    if args.jsonl:
+        with open(args.jsonl) as fh:
+            return [json.loads(line) for line in itertools.islice(fh, args.limit) if line.strip()]
+    with open(args.csv, newline="") as fh:
+        return list(itertools.islice(csv.DictReader(fh), args.limit))
+
+
+def _parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--server", default="127.0.0.1:8500", help="host:port of the gRPC API")
+    p.add_argument("--model_name", default="mdl")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    p.add_argument("--root_cert", help="PEM CA certificate: connect with TLS")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="GetModelStatus: versions and their states")
+    sub.add_parser("signatures", help="GetModelMetadata: signatures with inputs and outputs")
+    wait = sub.add_parser("wait", help="wait until a version is AVAILABLE")
+    wait.add_argument("--wait_timeout", type=float, default=60.0)
+    pred = sub.add_parser("predict", help="Predict for rows; prints JSON")
+    pred.add_argument("--scenario")
+    pred.add_argument("--task")
+    pred.add_argument("--signature", help="explicit signature name (overrides scenario/task)")
+    source = pred.add_mutually_exclusive_group(required=True)
+    source.add_argument("--json", help='columns as JSON: {"user_id": [1, 2], ...}')
+    source.add_argument("--jsonl", help="file with one JSON row object per line")
+    source.add_argument("--csv", help="CSV file with a header (e.g. a dataset split)")
+    pred.add_argument("--limit", type=int, default=10, help="rows read from --jsonl/--csv")
+    return p
+
+
+def _describe(signature_def):
+    """JSON-able {"inputs": {name: dtype}, "outputs": {name: dtype}} of a SignatureDef."""
+    return {side: {k: tf.as_dtype(v.dtype).name for k, v in sorted(tensors.items())}
+            for side, tensors in (("inputs", signature_def.inputs),
+                                  ("outputs", signature_def.outputs))}
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    root = None
+    if args.root_cert:
+        with open(args.root_cert, "rb") as fh:
+            root = fh.read()
+    with ServingClient(args.server, args.model_name, timeout_s=args.timeout,
+                       root_certificates=root) as client:
+        try:
+            if args.command == "status":
+                out = client.status()
+            elif args.command == "wait":
+                out = {"ready_version": client.wait_until_ready(args.wait_timeout)}
+            elif args.command == "signatures":
+                out = {k: _describe(v) for k, v in sorted(client.signature_defs().items())
+                       if not k.startswith("__")}
+            else:
+                scores = client.predict_rows(_read_rows(args), scenario=args.scenario,
+                                             task=args.task, signature=args.signature)
+                out = {k: np.asarray(v).tolist() for k, v in scores.items()}
+        except grpc.RpcError as e:
+            print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+        except (ValueError, TimeoutError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""ModelManager: serves the newest version under a base path, like TF Serving's "latest 1".
+
+Every poll lists the numeric directories under the base path (anything else, such as the
+export's `.tmp-*` directories, is ignored). When the newest one is not the version being
+served, it is loaded and warmed up in the polling thread while the old version keeps
+answering; then one reference is swapped. A request holds the Servable it started with,
+so in-flight requests finish on the old version and none fails during a swap. Removing
+the newest directory rolls back to the next newest. A version that fails to load (or to
+warm up) is reported by GetModelStatus and not retried; the previous one keeps serving.
+"""
+import dataclasses
+import logging
+import os
+import threading
+
+from tensorflow_serving.apis import get_model_status_pb2
+
+from serving import errors
+from serving.servable import Servable
+
+State = get_model_status_pb2.ModelVersionStatus.State
+log = logging.getLogger("serving.manager")
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: int                 # get_model_status_pb2.ModelVersionStatus.State
+    error: str = ""            # why loading failed (state END)
+
+
+class ModelManager:
+    def __init__(self, model_name, base_path, warmup=True, on_change=None):
+        self.model_name, self.base_path, self.warmup = model_name, base_path, warmup
+        self.on_change = on_change          # called with the new Servable after a swap
+        self._current = None                # the Servable answering requests
+        self._loading = None                # version being loaded, if any
+        self._failed = {}                   # version -> error message
+        self._stop = threading.Event()
+        self._thread = None
+
+    # --- versions ----------------------------------------------------------------------
+    def versions_on_disk(self):
+        if not os.path.isdir(self.base_path):
+            return []
+        return sorted(int(d) for d in os.listdir(self.base_path)
+                      if d.isdigit() and os.path.isdir(os.path.join(self.base_path, d)))
+
+    def poll(self):
+        """One scan; loads and swaps in the newest loadable version. Returns the version served."""
+        candidates = [v for v in self.versions_on_disk() if v not in self._failed]
+        current = self._current
+        if not candidates or (current is not None and candidates[-1] == current.version):
+            return current.version if current is not None else None
+        self._load(candidates[-1])
+        return self._current.version if self._current is not None else None
+
+    def _load(self, version):
+        path = os.path.join(self.base_path, str(version))
+        self._loading = version
+        try:
+            servable = Servable(self.model_name, version, path)
+            warmed = servable.warm_up() if self.warmup else 0
+        except Exception as e:  # any failure of one version must not stop the server
+            self._failed[version] = f"{type(e).__name__}: {e}"
+            log.error("failed to load %s version %d from %s: %s", self.model_name, version,
+                      path, self._failed[version])
+            return
+        finally:
+            self._loading = None
+        self._current = servable
+        log.warning("serving %s version %d from %s (%d warm-up requests)", self.model_name,
+                    version, path, warmed)
+        if self.on_change is not None:
+            self.on_change(servable)
+
+    # --- polling thread ----------------------------------------------------------------
+    def start(self, poll_seconds):
+        """Polls every `poll_seconds` in a daemon thread (0: never)."""
+        if poll_seconds <= 0:
+            return
+        self._thread = threading.Thread(target=self._run, args=(poll_seconds,),
+                                        name="version-poller", daemon=True)
+        self._thread.start()
+
+    def _run(self, poll_seconds):
+        while not self._stop.wait(poll_seconds):
+            try:
+                self.poll()
+            except Exception:  # e.g. the base path vanished: keep serving, keep polling
+                log.exception("polling %s failed", self.base_path)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    # --- lookups for requests ----------------------------------------------------------
+    def servable(self, model_spec):
+        """The Servable a request's ModelSpec names; raises ServingError like TF Serving."""
+        which = model_spec.WhichOneof("version_choice")
+        if which == "version_label":
+            raise errors.invalid_argument(
+                f"Unrecognized servable version label: {model_spec.version_label}")
+        current = self._current
+        if which == "version":
+            request = f"Specific({model_spec.name}, {model_spec.version.value})"
+            ok = current is not None and current.version == model_spec.version.value
+        else:
+            request = f"Latest({model_spec.name})"
+            ok = current is not None
+        if model_spec.name != self.model_name or not ok:
+            raise errors.not_found(f"Servable not found for request: {request}")
+        return current
+
+    def version_states(self, model_name, version=None):
+        """[VersionState] for GetModelStatus; raises ServingError NOT_FOUND like TF Serving."""
+        states = {v: VersionState(v, State.END, msg) for v, msg in self._failed.items()}
+        loading, current = self._loading, self._current
+        if loading is not None:
+            states[loading] = VersionState(loading, State.LOADING)
+        if current is not None:
+            states[current.version] = VersionState(current.version, State.AVAILABLE)
+        if model_name != self.model_name:
+            states = {}
+        if version is not None:
+            if version not in states:
+                raise errors.not_found(f"Could not find version {version} of model {model_name}")
+            return [states[version]]
+        if not states:
+            raise errors.not_found(f"Could not find any versions of model {model_name}")
+        return [states[v] for v in sorted(states)]
+

@@ -1,0 +1,84 @@
+"""PredictRequests from Python values, and numpy arrays from PredictResponses.
+
+TF Serving checks every input against the dtype its signature declares and converts
+nothing: `tf.make_tensor_proto([1, 2])` is int32, and an int64 input rejects it. So values
+are cast to the signature's dtype (from GetModelMetadata or the SavedModel) when it is
+known; otherwise Python ints become int64 and floats float32, the dtypes MDL exports.
+"""
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
+
+_INFERRED = {"i": np.int64, "u": np.int64, "f": np.float32, "b": np.bool_}
+
+
+def to_array(values, dtype=None, name="input"):
+    """`values` as an np.ndarray of `dtype` (tf.DType, numpy dtype or DataType enum).
+
+    Strings become bytes objects (TF's string layout); numbers are parsed from strings,
+    so CSV cells work. Raises ValueError naming the input when a value does not convert.
+    """
+    tf_dtype = None if dtype is None else tf.as_dtype(dtype)
+    try:
+        if tf_dtype == tf.string or (tf_dtype is None and _is_text(values)):
+            return np.asarray([_as_bytes(v) for v in np.ravel(np.asarray(values, object))],
+                              dtype=object).reshape(np.shape(values))
+        if tf_dtype is not None:
+            return np.asarray(values, dtype=tf_dtype.as_numpy_dtype)
+        array = np.asarray(values)
+        return array.astype(_INFERRED.get(array.dtype.kind, array.dtype))
+    except (TypeError, ValueError) as e:
+        want = tf_dtype.name if tf_dtype is not None else "a tensor"
+        raise ValueError(f"input '{name}': cannot convert {str(values)[:80]} to {want}: {e}") \
+            from None
+
+
+def _is_text(values):
+    return np.asarray(values).dtype.kind in "USO"
+
+
+def _as_bytes(value):
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+def input_dtypes(signature_def):
+    """{input name: tf.DType} of a SignatureDef proto."""
+    return {k: tf.as_dtype(v.dtype) for k, v in signature_def.inputs.items()}
+
+
+def make_predict_request(model_name, signature_name, inputs, dtypes=None, version=None,
+                         output_filter=()):
+    """A PredictRequest; `inputs` maps input names to array-likes, `dtypes` to their dtypes.
+
+    Inputs are sent as given (no names added or dropped): the server validates them.
+    """
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    for name, values in inputs.items():
+        dtype = (dtypes or {}).get(name)
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(to_array(values, dtype, name)))
+    request.output_filter.extend(output_filter)
+    return request
+
+
+def response_arrays(response):
+    """{output name: np.ndarray} of a PredictResponse."""
+    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+
+def columns_from_rows(rows, names):
+    """{name: [value per row]} for `names`, from row dicts; extra keys are ignored.
+
+    Raises ValueError naming the first row that lacks one of `names`.
+    """
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        missing = [n for n in names if n not in row]
+        if missing:
+            raise ValueError(f"row {i} lacks input(s) {missing}; it has {sorted(row)}")
+    return {n: [row[n] for row in rows] for n in names}

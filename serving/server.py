@@ -1,0 +1,279 @@
+"""A local model server that speaks TF Serving's gRPC API, for development and tests.
+
+    python -m serving.server --model_name mdl --model_base_path runs/demo/export --port 8500
+
+Implements `tensorflow.serving.PredictionService` (Predict, GetModelMetadata; Classify,
+Regress and MultiInference answer UNIMPLEMENTED) and `ModelService.GetModelStatus` with
+the servicer classes generated in tensorflow-serving-api, so clients written against it
+work unchanged against `tensorflow_model_server`. It also answers `grpc.health.v1`
+(SERVING once a version is loaded; real TF Serving has no health service, so portable
+clients check GetModelStatus) and server reflection.
+
+The newest version under --model_base_path is loaded and warmed up before the port opens;
+newer versions are picked up every --file_system_poll_wait_seconds and swapped in without
+failing in-flight requests (see serving/manager.py). It binds 127.0.0.1 unless --host
+says otherwise; TLS is on with --ssl_cert_file/--ssl_key_file. A bad request gets TF
+Serving's status code and wording, and never stops the server.
+"""
+import argparse
+import dataclasses
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+# The *_pb2 service modules must be imported for reflection to know the services.
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2, model_service_pb2_grpc,
+                                     prediction_service_pb2, prediction_service_pb2_grpc)
+
+from serving import errors
+from serving.manager import ModelManager
+
+log = logging.getLogger("serving.server")
+MiB = 1 << 20
+PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
+    "PredictionService"].full_name
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+# "" is the whole server's health, as grpc.health.v1 defines it.
+HEALTH_SERVICES = ("", PREDICTION_SERVICE)
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    model_name: str
+    model_base_path: str
+    host: str = "127.0.0.1"
+    port: int = 8500                          # 0: any free port (see LocalModelServer.port)
+    poll_seconds: float = 1.0                 # 0: load once, never poll
+    enable_warmup: bool = True
+    max_threads: int = 8
+    max_receive_message_bytes: int = 64 * MiB
+    max_send_message_bytes: int = 64 * MiB
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_client_ca_file: str | None = None     # set: clients must present a certificate
+
+
+def _answers_errors(method):
+    """Turns ServingError into its status code, and any other exception into INTERNAL."""
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except errors.ServingError as e:
+            code, message = e.code, e.message
+        except Exception as e:  # a bug must fail one request, not the server
+            log.exception("%s failed", method.__name__)
+            code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
+        context.abort(code, message)
+    return wrapper
+
+
+def _require_model_spec(request):
+    if not request.HasField("model_spec"):
+        raise errors.invalid_argument("Missing ModelSpec")
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager):
+        self.manager = manager
+
+    @_answers_errors
+    def Predict(self, request, context):
+        _require_model_spec(request)
+        return self.manager.servable(request.model_spec).predict(request)
+
+    @_answers_errors
+    def GetModelMetadata(self, request, context):
+        _require_model_spec(request)
+        if not request.metadata_field:
+            raise errors.invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field")
+        unsupported = [f for f in request.metadata_field if f != "signature_def"]
+        if unsupported:
+            raise errors.invalid_argument(f"Metadata field {unsupported[0]} is not supported")
+        servable = self.manager.servable(request.model_spec)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = servable.version
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in servable.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature)
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
+
+    def Classify(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Classify is not implemented; use Predict")
+
+    def Regress(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not implemented; use Predict")
+
+    def MultiInference(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      "MultiInference is not implemented; use Predict")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager):
+        self.manager = manager
+
+    @_answers_errors
+    def GetModelStatus(self, request, context):
+        _require_model_spec(request)
+        spec = request.model_spec
+        version = spec.version.value if spec.HasField("version") else None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for state in self.manager.version_states(spec.name, version):
+            status = response.model_version_status.add(version=state.version, state=state.state)
+            if state.error:
+                status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+                status.status.error_message = state.error
+        return response
+
+    def HandleReloadConfigRequest(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      "this server serves one model from --model_base_path; no config to reload")
+
+
+class LocalModelServer:
+    """A running server: `port` is the bound port; `stop()` ends it."""
+
+    def __init__(self, grpc_server, manager, port):
+        self.grpc_server, self.manager, self.port = grpc_server, manager, port
+
+    def stop(self, grace_s=5.0):
+        """Stops accepting requests, lets in-flight ones finish (up to grace_s), stops polling."""
+        self.grpc_server.stop(grace_s).wait()
+        self.manager.stop()
+
+    def wait(self):
+        self.grpc_server.wait_for_termination()
+
+
+def _health_servicer():
+    servicer = health.HealthServicer()
+    for service in HEALTH_SERVICES:
+        servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return servicer
+
+
+def _mark_serving(servicer, _servable):
+    for service in HEALTH_SERVICES:
+        servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+
+def _bind(server, options):
+    address = f"{options.host}:{options.port}"
+    if options.ssl_cert_file is None and options.ssl_key_file is None:
+        return server.add_insecure_port(address)
+    if not (options.ssl_cert_file and options.ssl_key_file):
+        raise ValueError("TLS needs both --ssl_cert_file and --ssl_key_file")
+    with open(options.ssl_key_file, "rb") as fh:
+        key = fh.read()
+    with open(options.ssl_cert_file, "rb") as fh:
+        cert = fh.read()
+    client_ca = None
+    if options.ssl_client_ca_file:
+        with open(options.ssl_client_ca_file, "rb") as fh:
+            client_ca = fh.read()
+    credentials = grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return server.add_secure_port(address, credentials)
+
+
+def start(options: ServerOptions) -> LocalModelServer:
+    """Loads the newest version (if any), then starts answering on options.host:port."""
+    health_servicer = _health_servicer()
+    manager = ModelManager(options.model_name, options.model_base_path, options.enable_warmup,
+                           on_change=functools.partial(_mark_serving, health_servicer))
+    if manager.poll() is None:
+        log.warning("no loadable version under %s yet; polling", options.model_base_path)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.max_threads),
+        options=[("grpc.max_receive_message_length", options.max_receive_message_bytes),
+                 ("grpc.max_send_message_length", options.max_send_message_bytes),
+                 # Without this, a second server could silently share the port.
+                 ("grpc.so_reuseport", 0)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(manager), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([
+        PREDICTION_SERVICE, MODEL_SERVICE,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME], server)
+    port = _bind(server, options)
+    if not port:
+        raise OSError(f"cannot bind {options.host}:{options.port}")
+    server.start()
+    manager.start(options.poll_seconds)
+    return LocalModelServer(server, manager, port)
+
+
+# --- CLI ---------------------------------------------------------------------------------
+def parse_args(argv=None) -> ServerOptions:
+    d = ServerOptions("", "")
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model_name", default="mdl", help="name clients put in ModelSpec.name")
+    p.add_argument("--model_base_path", required=True,
+                   help="directory of numeric version directories (an export base)")
+    p.add_argument("--host", default=d.host, help="address to bind (0.0.0.0: all interfaces)")
+    p.add_argument("--port", type=int, default=d.port, help="gRPC port (0: a free one)")
+    p.add_argument("--file_system_poll_wait_seconds", type=float, default=d.poll_seconds,
+                   help="seconds between scans for new versions (0: never)")
+    p.add_argument("--enable_model_warmup", type=_bool, default=d.enable_warmup,
+                   help="replay assets.extra/tf_serving_warmup_requests on load")
+    p.add_argument("--grpc_max_threads", type=int, default=d.max_threads)
+    p.add_argument("--max_receive_message_bytes", type=int, default=d.max_receive_message_bytes)
+    p.add_argument("--max_send_message_bytes", type=int, default=d.max_send_message_bytes)
+    p.add_argument("--ssl_cert_file", help="PEM server certificate (turns TLS on)")
+    p.add_argument("--ssl_key_file", help="PEM private key of --ssl_cert_file")
+    p.add_argument("--ssl_client_ca_file", help="PEM CA; clients must present a cert it signed")
+    a = p.parse_args(argv)
+    return ServerOptions(
+        model_name=a.model_name, model_base_path=a.model_base_path, host=a.host, port=a.port,
+        poll_seconds=a.file_system_poll_wait_seconds, enable_warmup=a.enable_model_warmup,
+        max_threads=a.grpc_max_threads, max_receive_message_bytes=a.max_receive_message_bytes,
+        max_send_message_bytes=a.max_send_message_bytes, ssl_cert_file=a.ssl_cert_file,
+        ssl_key_file=a.ssl_key_file, ssl_client_ca_file=a.ssl_client_ca_file)
+
+
+def _bool(text):
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    options = parse_args(argv)
+    if not os.path.isdir(options.model_base_path):
+        print(f"error: --model_base_path {options.model_base_path} is not a directory",
+              file=sys.stderr)
+        return 2
+    try:
+        server = start(options)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    # The one line on stdout: process.LocalServer reads the port from it.
+    print(f"listening on {options.host}:{server.port}", flush=True)
+    stopping.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
