@@ -15,91 +15,210 @@ Scenarios and tasks are tokens that attend to the feature tokens in every layer:
 
 `call(..., scenario_index=k)` computes only scenario token k and the global one, for
 serving signatures whose scenario is fixed: every example then belongs to scenario k.
+`call(..., return_attention=True)` also returns {"scenario": [L x [B, H, N_s+1, N_f]],
+"task": [L x [B, H, N_t, N_f]]}, the domain attention weights of every layer.
+
+Ablations (the paper's Table 2), all on by default:
+  task_tokens=False       no task tokens: per-task towers read concat(flatten(F_L), s_avg),
+                          s_avg the fused (member + global) final scenario tokens.
+  scenario_tokens=False   no scenario tokens and no fusion: one head per scenario x task
+                          on the task tokens, averaged over the example's scenarios.
+  global_token=False      N_s scenario tokens; fusion averages the member tokens only.
+  domain_attention=False  the domain tokens are concatenated to the feature tokens and go
+                          through the feature interaction with them (no domain attention,
+                          no domain FFNs; fusion still links scenarios to tasks). With
+                          interaction=rankmixer, d_model must divide by the token count.
+  interaction             rankmixer | self_attention (the feature interaction block).
 """
 import dataclasses
 
 import tensorflow as tf
 
 from mdl_tf.layers import (DomainAwareAttention, DomainFusion, DomainTokenizer,
-                           FeatureEmbedding, FeatureTokenizer, PerTokenDense, PerTokenFFN,
-                           make_interaction)
+                           FeatureEmbedding, PerTokenDense, PerTokenFFN)
 from mdl_tf.layers.encoding import SCENARIO_KEY
-from mdl_tf.models.base import RankingModel
+from mdl_tf.models.backbone import (BackboneConfig, BackboneModel, flatten_tokens,
+                                    make_towers, membership_weights)
 
 
 @dataclasses.dataclass
-class MDLConfig:
-    d_model: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    ffn_multiplier: int = 2
-    dropout: float = 0.0
-    interaction: str = "rankmixer"      # or "self_attention"
+class MDLConfig(BackboneConfig):
+    scenario_feature: bool = False      # the scenario enters as tokens
     domain_pre_ln: bool = False         # [ours] LayerNorm before domain attention
+    task_tokens: bool = True
+    scenario_tokens: bool = True
+    global_token: bool = True
+    domain_attention: bool = True
 
 
-class MDL(RankingModel):
+class MDL(BackboneModel):
     config_class = MDLConfig
 
-    def build_network(self):
+    # --- building ----------------------------------------------------------------------
+    @property
+    def num_scenario_tokens(self):
+        return self.schema.num_scenarios + int(self.config.global_token)
+
+    def build_head(self):
         s, c = self.schema, self.config
-        domain_features = list(dict.fromkeys(
+        if c.scenario_tokens or c.task_tokens:
+            self._build_domain_embedding()
+        if c.scenario_tokens:
+            self._build_domain_path("scenario", self.num_scenario_tokens,
+                                    [s.scenario_priors.get(n, ()) for n in s.scenario_names]
+                                    + [()] * int(c.global_token), last_ffn=False)
+            self.fusion = DomainFusion(use_global=c.global_token, name="domain_fusion")
+        if c.task_tokens:
+            self._build_domain_path("task", s.num_tasks,
+                                    [s.task_priors.get(n, ()) for n in s.task_names],
+                                    last_ffn=True)
+        self._build_output()
+        self._check_concat_interaction()
+
+    def _build_domain_embedding(self):
+        """Separate tables for the important and prior features of the domain tokens."""
+        s = self.schema
+        names = list(dict.fromkeys(
             list(s.important_features)
             + [p for v in s.scenario_priors.values() for p in v]
             + [p for v in s.task_priors.values() for p in v]))
-        self.embedding = FeatureEmbedding(s.features, name="feature_embedding")
-        self.domain_embedding = FeatureEmbedding([s.feature(n) for n in domain_features],
+        self.domain_embedding = FeatureEmbedding([s.feature(n) for n in names],
                                                  name="domain_embedding")
-        self.feature_tokenizer = FeatureTokenizer(s.groups, c.d_model, name="feature_tokenizer")
-        scenario_priors = [s.scenario_priors.get(n, ()) for n in s.scenario_names] + [()]
-        self.scenario_tokenizer = DomainTokenizer(
-            s.num_scenarios + 1, c.d_model, scenario_priors, c.ffn_multiplier,
-            name="scenario_tokenizer")
-        self.task_tokenizer = DomainTokenizer(
-            s.num_tasks, c.d_model, [s.task_priors.get(n, ()) for n in s.task_names],
-            c.ffn_multiplier, name="task_tokenizer")
-        self.interactions, self.scenario_attention, self.task_attention = [], [], []
-        self.scenario_ffn, self.task_ffn = [], []
-        for l in range(c.num_layers):
-            self.interactions.append(make_interaction(
-                c.interaction, c.num_heads, c.ffn_multiplier, c.dropout, f"interaction_{l}"))
-            self.scenario_attention.append(DomainAwareAttention(
-                s.num_scenarios + 1, c.num_heads, c.domain_pre_ln, name=f"scenario_attention_{l}"))
-            self.task_attention.append(DomainAwareAttention(
-                s.num_tasks, c.num_heads, c.domain_pre_ln, name=f"task_attention_{l}"))
-            if l < c.num_layers - 1:
-                self.scenario_ffn.append(PerTokenFFN(
-                    s.num_scenarios + 1, c.d_model, c.ffn_multiplier, dropout=c.dropout,
-                    name=f"scenario_ffn_{l}"))
-            self.task_ffn.append(PerTokenFFN(s.num_tasks, c.d_model, c.ffn_multiplier,
-                                             dropout=c.dropout, name=f"task_ffn_{l}"))
-        self.fusion = DomainFusion(name="domain_fusion")
-        self.heads = PerTokenDense(s.num_tasks, 1, name="task_heads")
 
+    def _build_domain_path(self, kind, num_tokens, priors, last_ffn):
+        """Tokenizer, per-layer domain attention and per-token FFNs of one token type."""
+        c = self.config
+        setattr(self, f"{kind}_tokenizer", DomainTokenizer(
+            num_tokens, c.d_model, priors, c.ffn_multiplier, name=f"{kind}_tokenizer"))
+        attention, ffn = [], []
+        if c.domain_attention:
+            for l in range(c.num_layers):
+                attention.append(DomainAwareAttention(num_tokens, c.num_heads, c.domain_pre_ln,
+                                                      name=f"{kind}_attention_{l}"))
+                if last_ffn or l < c.num_layers - 1:
+                    ffn.append(PerTokenFFN(num_tokens, c.d_model, c.ffn_multiplier,
+                                           dropout=c.dropout, name=f"{kind}_ffn_{l}"))
+        setattr(self, f"{kind}_attention", attention)
+        setattr(self, f"{kind}_ffn", ffn)
+
+    def _build_output(self):
+        s, c = self.schema, self.config
+        if c.task_tokens and c.scenario_tokens:
+            self.heads = PerTokenDense(s.num_tasks, 1, name="task_heads")
+        elif c.task_tokens:        # scenario towers: one head per scenario x task token
+            self.heads = make_towers(s.num_scenarios * s.num_tasks, c, name="scenario_towers")
+        elif c.scenario_tokens:    # task towers on the features and the fused scenario
+            self.heads = make_towers(s.num_tasks, c, name="task_towers")
+        else:                      # scenario x task towers on the features
+            self.heads = make_towers(s.num_scenarios, c, outputs=s.num_tasks,
+                                     name="scenario_towers")
+
+    def _check_concat_interaction(self):
+        c, s = self.config, self.schema
+        if c.domain_attention or c.interaction != "rankmixer":
+            return
+        n = (len(s.groups) + self.num_scenario_tokens * int(c.scenario_tokens)
+             + s.num_tasks * int(c.task_tokens))
+        if c.d_model % n:
+            raise ValueError(
+                f"domain_attention=false concatenates {n} tokens into the RankMixer "
+                f"interaction, whose token mixing needs d_model ({c.d_model}) divisible by "
+                f"{n}; pick another d_model or interaction=self_attention")
+
+    # --- forward -----------------------------------------------------------------------
     def call(self, encoded, training=False, scenario_index=None, return_attention=False):
-        s = self.schema
-        features = self.feature_tokenizer(self.embedding(encoded))             # [B, N_f, d]
+        c = self.config
+        features = self.feature_tokenizer(self.embed(encoded))                 # [B, N_f, d]
+        token_indices, membership = self._scenario_selection(encoded, scenario_index)
+        scen, task = self._domain_tokens(encoded, token_indices)
+        maps = {"scenario": [], "task": []}
+        for l in range(c.num_layers):
+            if c.domain_attention:
+                features = self.interactions[l](features, training=training)
+                scen, task = self._attend(l, features, scen, task, token_indices, maps)
+            else:
+                features, scen, task = self._interact_jointly(l, features, scen, task, training)
+            if scen is not None and task is not None:
+                task = self.fusion([scen, task, membership])
+            if c.domain_attention:
+                scen, task = self._domain_ffn(l, scen, task, token_indices, training)
+        logits = self._output(features, scen, task, membership, training)       # [B, N_t]
+        return (logits, maps) if return_attention else logits
+
+    def _scenario_selection(self, encoded, scenario_index):
+        """(scenario token subset or None, membership) for the fusion and the heads.
+
+        Serving (scenario_index=k) runs only token k (+ global) through the domain
+        attention; membership is then [B, 1] ones over that subset. Where the tokens
+        cannot be subset (joint interaction, scenario heads) it is one-hot [B, N_s].
+        """
+        s, c = self.schema, self.config
+        membership = encoded[SCENARIO_KEY]                                       # [B, N_s]
+        if scenario_index is None:
+            return None, membership
+        k = int(scenario_index)
+        if c.scenario_tokens and c.domain_attention:
+            return [k] + [s.num_scenarios] * int(c.global_token), tf.ones_like(membership[:, :1])
+        return None, tf.one_hot(tf.fill(tf.shape(membership)[:1], k), s.num_scenarios,
+                                dtype=membership.dtype)
+
+    def _domain_tokens(self, encoded, token_indices):
+        """Initial scenario tokens [B, N_s(+1), d] and task tokens [B, N_t, d] (or None)."""
+        s, c = self.schema, self.config
+        if not (c.scenario_tokens or c.task_tokens):
+            return None, None
         domain = self.domain_embedding(encoded)
         important = tf.concat([domain[n] for n in s.important_features], axis=-1)
-        if scenario_index is None:
-            token_indices, membership = None, encoded[SCENARIO_KEY]            # [B, N_s]
-        else:
-            token_indices = [int(scenario_index), s.num_scenarios]
-            membership = tf.ones_like(features[:, :1, 0])                       # [B, 1]
-        scen = self.scenario_tokenizer(important, domain, token_indices=token_indices)
-        task = self.task_tokenizer(important, domain)
-        maps = {"scenario": [], "task": []}
-        for l in range(self.config.num_layers):
-            features = self.interactions[l](features, training=training)
-            scen, scen_att = self.scenario_attention[l](
+        scen = task = None
+        if c.scenario_tokens:
+            scen = self.scenario_tokenizer(important, domain, token_indices=token_indices)
+        if c.task_tokens:
+            task = self.task_tokenizer(important, domain)
+        return scen, task
+
+    def _attend(self, l, features, scen, task, token_indices, maps):
+        """Domain-aware attention of layer l; appends the weights to maps."""
+        if scen is not None:
+            scen, weights = self.scenario_attention[l](
                 [scen, features], token_indices=token_indices, return_attention=True)
-            task, task_att = self.task_attention[l]([task, features], return_attention=True)
-            task = self.fusion([scen, task, membership])
-            if l < self.config.num_layers - 1:
-                scen = scen + self.scenario_ffn[l](scen, training=training,
-                                                   token_indices=token_indices)
+            maps["scenario"].append(weights)                                   # [B, H, Q, N_f]
+        if task is not None:
+            task, weights = self.task_attention[l]([task, features], return_attention=True)
+            maps["task"].append(weights)
+        return scen, task
+
+    def _domain_ffn(self, l, scen, task, token_indices, training):
+        if scen is not None and l < len(self.scenario_ffn):
+            scen = scen + self.scenario_ffn[l](scen, training=training,
+                                               token_indices=token_indices)
+        if task is not None:
             task = task + self.task_ffn[l](task, training=training)
-            maps["scenario"].append(scen_att)
-            maps["task"].append(task_att)
-        logits = self.heads(task)[..., 0]                                       # [B, N_t]
-        return (logits, maps) if return_attention else logits
+        return scen, task
+
+    def _interact_jointly(self, l, features, scen, task, training):
+        """Ablation: [F; S; T] through the interaction block, split back."""
+        parts = [features] + [x for x in (scen, task) if x is not None]
+        sizes = [int(x.shape[1]) for x in parts]
+        mixed = self.interactions[l](tf.concat(parts, axis=1), training=training)  # [B, ΣN, d]
+        split = tf.split(mixed, sizes, axis=1)
+        features, rest = split[0], split[1:]
+        scen = rest.pop(0) if scen is not None else None
+        task = rest.pop(0) if task is not None else None
+        return features, scen, task
+
+    def _output(self, features, scen, task, membership, training):
+        s, c = self.schema, self.config
+        if c.task_tokens and c.scenario_tokens:
+            return self.heads(task)[..., 0]                                    # [B, N_t]
+        if c.task_tokens:
+            tiled = tf.tile(task, [1, s.num_scenarios, 1])          # [B, N_s * N_t, d]
+            per_scenario = tf.reshape(self.heads(tiled, training=training),
+                                      [-1, s.num_scenarios, s.num_tasks])     # [B, N_s, N_t]
+        elif c.scenario_tokens:
+            s_avg = self.fusion([scen, tf.zeros_like(scen[:, :1]), membership])[:, 0]  # [B, d]
+            towers_in = tf.concat([flatten_tokens(features), s_avg], axis=-1)
+            return self.heads(towers_in, training=training)[..., 0]            # [B, N_t]
+        else:
+            per_scenario = self.heads(flatten_tokens(features), training=training)
+        weights = tf.cast(membership_weights(membership), per_scenario.dtype)   # [B, N_s]
+        return tf.einsum("bs,bst->bt", weights, per_scenario)

@@ -1,9 +1,18 @@
 """Model registry: `--model NAME` -> model class; a model is built from a config object."""
 import dataclasses
 
+from mdl_tf.models.hmoe import HMoE
 from mdl_tf.models.mdl import MDL
+from mdl_tf.models.mmoe import MMoE
+from mdl_tf.models.pepnet import PEPNet
+from mdl_tf.models.ple import PLE
+from mdl_tf.models.rankmixer import RankMixer
+from mdl_tf.models.shared_bottom import SharedBottom
+from mdl_tf.models.star import STAR
 
-MODELS = {"mdl": MDL}
+MODELS = {"mdl": MDL, "rankmixer": RankMixer, "shared_bottom": SharedBottom, "mmoe": MMoE,
+          "ple": PLE, "star": STAR, "hmoe": HMoE, "pepnet": PEPNet}
+BASELINES = ("rankmixer", "shared_bottom", "mmoe", "ple", "star", "hmoe", "pepnet")
 
 
 def model_names():
