@@ -4,12 +4,23 @@ TF Serving checks every input against the dtype its signature declares and conve
 nothing: `tf.make_tensor_proto([1, 2])` is int32, and an int64 input rejects it. So values
 are cast to the signature's dtype (from GetModelMetadata or the SavedModel) when it is
 known; otherwise Python ints become int64 and floats float32, the dtypes MDL exports.
+
+`tensor_proto` and `ndarray` convert the layouts requests use (numbers as tensor_content,
+strings as string_val) directly: 5-10x faster than tf.make_tensor_proto/make_ndarray,
+which at batch 1 saves about 0.5 ms per request over the ~15 inputs of an MDL signature
+(benchmarks/serving.py). Other layouts go through TensorFlow's functions.
 """
+import math
+
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2
 
 _INFERRED = {"i": np.int64, "u": np.int64, "f": np.float32, "b": np.bool_}
+_NUMERIC = {tf.as_dtype(t).as_datatype_enum: np.dtype(t)
+            for t in (np.float32, np.float64, np.int32, np.int64, np.bool_)}
+_STRING = tf.string.as_datatype_enum
 
 
 def to_array(values, dtype=None, name="input"):
@@ -61,14 +72,39 @@ def make_predict_request(model_name, signature_name, inputs, dtypes=None, versio
         request.model_spec.version.value = int(version)
     for name, values in inputs.items():
         dtype = (dtypes or {}).get(name)
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(to_array(values, dtype, name)))
+        request.inputs[name].CopyFrom(tensor_proto(to_array(values, dtype, name)))
     request.output_filter.extend(output_filter)
     return request
 
 
 def response_arrays(response):
     """{output name: np.ndarray} of a PredictResponse."""
-    return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    return {k: ndarray(v) for k, v in response.outputs.items()}
+
+
+def tensor_proto(array):
+    """TensorProto of an np.ndarray (strings: an object array of bytes, as from to_array)."""
+    if array.dtype == object:
+        proto = tensor_pb2.TensorProto(dtype=_STRING)
+        proto.string_val.extend(array.ravel().tolist())
+    elif array.dtype in _NUMERIC.values():
+        proto = tensor_pb2.TensorProto(dtype=tf.as_dtype(array.dtype).as_datatype_enum,
+                                       tensor_content=array.tobytes())
+    else:
+        return tf.make_tensor_proto(array)
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+def ndarray(proto):
+    """np.ndarray of a TensorProto. Raises ValueError or TypeError for a malformed one."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_content and proto.dtype in _NUMERIC:
+        return np.frombuffer(proto.tensor_content, _NUMERIC[proto.dtype]).reshape(shape)
+    if proto.dtype == _STRING and len(proto.string_val) == math.prod(shape):
+        return np.array(proto.string_val, dtype=object).reshape(shape)
+    return tf.make_ndarray(proto)
 
 
 def columns_from_rows(rows, names):

@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from serving import errors, signatures, warmup
+from serving import errors, requests, signatures, warmup
 
 
 def read_signature_defs(path):
@@ -43,10 +43,10 @@ class Servable:
 
     def warm_up(self):
         """Replays the version's warm-up requests; returns how many ran. Raises on failure."""
-        requests = warmup.read(self.path)
-        for request in requests:
+        logged = warmup.read(self.path)
+        for request in logged:
             self.predict(request)
-        self.warmup_count = len(requests)
+        self.warmup_count = len(logged)
         return self.warmup_count
 
     def predict(self, request):
@@ -75,7 +75,7 @@ class Servable:
         response.model_spec.version.value = self.version
         response.model_spec.signature_name = name
         for alias in aliases:
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias].numpy()))
+            response.outputs[alias].CopyFrom(requests.tensor_proto(outputs[alias].numpy()))
         return response
 
 
@@ -96,7 +96,7 @@ def _input_array(alias, proto, info):
             f"Expects arg[{alias}] to be {_dtype_name(info.dtype)} but "
             f"{_dtype_name(proto.dtype)} is provided")
     try:
-        array = tf.make_ndarray(proto)
+        array = requests.ndarray(proto)
     except (TypeError, ValueError) as e:
         raise errors.invalid_argument(f"tensor parsing error: {alias}: {e}") from None
     expected = tf.TensorShape(info.tensor_shape)
