@@ -5,30 +5,49 @@ their network in `build_network()` and implement `call(encoded) -> logits [B, N_
 on encoded inputs (FeatureEncoder output), so the training step compiles with XLA.
 `preprocess` (raw -> encoded) runs outside it: in tf.data and in serving signatures.
 
-Loss: sum over tasks of weight_n * BCE(label_n, logit_n), where an example whose label
-is missing (-1) has sample weight 0 for that task: it adds no loss and no gradient.
+Loss: sum over tasks of weight_n * BCE(label_n, logit_n), averaged over the batch, where
+an example whose label is missing (-1) has sample weight 0 for that task: it adds no loss
+and no gradient. Logits and loss are float32 under every dtype policy.
 Embedding tables can have their own optimizer (`embedding_optimizer`); every other
 trainable variable uses the compiled optimizer.
+
+Distribution (mdl_tf/distribute.py): the loss is summed, not averaged, by the Keras loss
+objects (tf.distribute forbids SUM_OVER_BATCH_SIZE), divided by the local batch here and
+by the number of replicas for the gradients, which the optimizers sum across replicas.
+With `xla_gradients` only forward + backward run in an XLA-compiled function; the
+all-reduce, the optimizer updates and the metric updates run outside it (XLA has no CPU
+collectives). Under mixed_float16 the loss is scaled (LossScaleOptimizer).
 """
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from mdl_tf.layers import FeatureEmbedding, FeatureEncoder
 
+LossScaleOptimizer = tf.keras.mixed_precision.LossScaleOptimizer
+
+
+def make_encoder(schema, name="encoder"):
+    """The raw -> encoded feature layer of a schema (no trainable weights)."""
+    return FeatureEncoder(schema.features, schema.scenario_names, schema.scenario.separator,
+                          name=name)
+
 
 class RankingModel(tfrs.models.Model):
     def __init__(self, schema, config, **kwargs):
         super().__init__(**kwargs)
         self.schema, self.config = schema, config
-        self.encoder = FeatureEncoder(schema.features, schema.scenario_names,
-                                      schema.scenario.separator, name="encoder")
+        self.encoder = make_encoder(schema)
+        sum_loss = tf.keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=tf.keras.losses.Reduction.SUM)
         self.ranking_tasks = [
             tfrs.tasks.Ranking(
-                loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+                loss=sum_loss,
                 metrics=[tf.keras.metrics.AUC(from_logits=True, name=f"{t.name}_auc")],
                 name=f"task_{t.name}")
             for t in schema.tasks]
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         self.embedding_optimizer = None
+        self.xla_gradients = False
         self.build_network()
 
     # --- subclass API ------------------------------------------------------------------
@@ -48,42 +67,82 @@ class RankingModel(tfrs.models.Model):
         logits = self(self.preprocess(raw), training=False, **call_kwargs)
         return tf.sigmoid(tf.cast(logits, tf.float32))
 
+    def logits(self, encoded, training=False):
+        return tf.cast(self(encoded, training=training), tf.float32)
+
     def compute_loss(self, inputs, training=False):
         encoded, labels = inputs
-        logits = tf.cast(self(encoded, training=training), tf.float32)
-        return self.masked_loss(labels, logits)
+        return self.masked_loss(labels, self.logits(encoded, training=training))
 
-    def masked_loss(self, labels, logits):
+    def masked_loss(self, labels, logits, update_metrics=True):
+        """Mean over the batch of the task-weighted masked BCE; updates the AUCs if asked."""
         total = 0.0
         for n, (task, ranking) in enumerate(zip(self.schema.tasks, self.ranking_tasks)):
             y = labels[:, n:n + 1]                                         # [B, 1]
             mask = tf.cast(y >= 0, tf.float32)
             total += task.weight * ranking(labels=tf.maximum(y, 0.0),
-                                           predictions=logits[:, n:n + 1], sample_weight=mask)
-        return total
+                                           predictions=logits[:, n:n + 1], sample_weight=mask,
+                                           compute_metrics=update_metrics)
+        return total / tf.cast(tf.shape(logits)[0], tf.float32)
 
     def variable_groups(self):
-        """(embedding tables, every other trainable variable)."""
-        tables = [v for layer in self._flatten_layers() if isinstance(layer, FeatureEmbedding)
-                  for v in layer.embedding_variables]
+        """(embedding tables, every other trainable variable); partitioned tables as shards."""
+        tables = [s for layer in self._flatten_layers() if isinstance(layer, FeatureEmbedding)
+                  for v in layer.embedding_variables for s in _shards(v)]
         table_ids = {id(v) for v in tables}
-        return tables, [v for v in self.trainable_variables if id(v) not in table_ids]
+        dense = [s for v in self.trainable_variables for s in _shards(v)
+                 if id(s) not in table_ids]
+        return tables, dense
 
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss = self.compute_loss(data, training=True)
-            regularization = tf.add_n(self.losses) if self.losses else 0.0
-            total = loss + regularization
+    def loss_and_gradients(self, encoded, labels):
+        """(local mean loss, float32 logits, gradients of tables + dense variables)."""
         tables, dense = self.variable_groups()
-        grads = tape.gradient(total, tables + dense)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            logits = self.logits(encoded, training=True)
+            loss = self.masked_loss(labels, logits, update_metrics=False)
+            regularization = tf.add_n(self.losses) if self.losses else 0.0
+            # Optimizers sum gradients over replicas: divide so the sum is the mean.
+            objective = (loss + regularization) / replicas
+            if isinstance(self.optimizer, LossScaleOptimizer):
+                objective = self.optimizer.get_scaled_loss(objective)
+        grads = tape.gradient(objective, tables + dense)
+        if isinstance(self.optimizer, LossScaleOptimizer):
+            grads = self.optimizer.get_unscaled_gradients(grads)
+        return loss, logits, grads
+
+    def apply_gradient_groups(self, grads):
+        tables, dense = self.variable_groups()
         if self.embedding_optimizer is None:
             self.optimizer.apply_gradients(zip(grads, tables + dense))
-        else:
-            self.embedding_optimizer.apply_gradients(zip(grads[:len(tables)], tables))
-            self.optimizer.apply_gradients(zip(grads[len(tables):], dense))
-        metrics = {m.name: m.result() for m in self.metrics}
-        metrics["loss"] = loss
-        return metrics
+            return
+        table_grads, dense_grads = grads[:len(tables)], grads[len(tables):]
+        if isinstance(self.optimizer, LossScaleOptimizer):
+            table_grads, dense_grads = _share_overflow(table_grads, dense_grads)
+        self.embedding_optimizer.apply_gradients(zip(table_grads, tables))
+        self.optimizer.apply_gradients(zip(dense_grads, dense))
+
+    def train_step(self, data):
+        encoded, labels = data
+        compute = self.loss_and_gradients
+        if self.xla_gradients:
+            # Created while train_step is traced, so never saved with the model.
+            compute = tf.function(compute, jit_compile=True)
+        loss, logits, grads = compute(encoded, labels)
+        self.apply_gradient_groups(grads)
+        return self.update_metrics(labels, logits, loss)
+
+    def test_step(self, data):
+        encoded, labels = data
+        logits = self.logits(encoded, training=False)
+        return self.update_metrics(labels, logits, self.masked_loss(labels, logits, False))
+
+    def update_metrics(self, labels, logits, loss):
+        """Updates loss and AUCs; returns every metric's result. Keys equal the model's
+        metric names, so Keras reports the epoch's values aggregated over replicas."""
+        self.masked_loss(labels, logits, update_metrics=True)
+        self.loss_tracker.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
 
     def dummy_raw_batch(self, batch_size=2):
         """A raw input batch of the right dtypes, to build variables before restoring."""
@@ -98,3 +157,35 @@ class RankingModel(tfrs.models.Model):
     def build_from_schema(self):
         self(self.preprocess(self.dummy_raw_batch()))
         return self
+
+
+def _shards(variable):
+    """The component variables of a partitioned (ShardedVariable) variable, else [variable]."""
+    if isinstance(variable, tf.__internal__.distribute.ShardedVariable):
+        return list(variable.variables)
+    return [variable]
+
+
+def _share_overflow(table_grads, dense_grads):
+    """Loss scaling with two optimizers: the LossScaleOptimizer of the dense weights decides
+    whether a step overflowed. Table overflow is passed to it as a NaN in one dense gradient
+    (so it skips the step and lowers the scale), and overflowed table gradients become 0."""
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g)))
+                            for g in table_grads if g is not None])
+    table_grads = [None if g is None else _map_values(g, lambda v: tf.where(finite, v, 0.0))
+                   for g in table_grads]
+    poison = tf.where(finite, 0.0, float("nan"))
+    first = next(i for i, g in enumerate(dense_grads) if g is not None)
+    dense_grads = list(dense_grads)
+    dense_grads[first] = _map_values(dense_grads[first], lambda v: v + tf.cast(poison, v.dtype))
+    return table_grads, dense_grads
+
+
+def _values(grad):
+    return grad.values if isinstance(grad, tf.IndexedSlices) else grad
+
+
+def _map_values(grad, fn):
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(fn(grad.values), grad.indices, grad.dense_shape)
+    return fn(grad)
