@@ -102,8 +102,8 @@ class CsvLineParser:
         header = self.headers[source]
         try:
             # csv.reader handles quoting; a plain split is far faster when there is none.
-            fields = (next(csv.reader([line], delimiter=self.delimiter)) if '"' in line
-                      else line.split(self.delimiter))
+            fields = (next(csv.reader([line], delimiter=self.delimiter, strict=True))
+                      if '"' in line else line.split(self.delimiter))
         except csv.Error as e:
             raise BadRow("unparseable", f"bad CSV quoting: {e}") from None
         if len(fields) != len(header):

@@ -48,35 +48,31 @@ def injected(tmp_path_factory):
     return str(path), bad
 
 
-def test_bad_rows_go_to_the_dead_letter_with_reasons(tmp_path, injected):
+def test_bad_rows_reach_the_dead_letter_and_the_guard_fails_the_run(tmp_path, injected, capsys):
     path, bad = injected
-    report = preprocess(SCHEMA, [path], tmp_path, scenario_map=ALI_CCP_SCENARIOS,
-                        max_bad_fraction=0.1)
+    code = cli.main(["--schema", SCHEMA, "--input", path, "--output_dir", str(tmp_path),
+                     "--scenario_map", "1=s1,2=s2,3=s3", "--max_bad_fraction", "0.05",
+                     *BEAM_ARGS])
+    # Each injected line is in the dead letter with its reason, source and detail.
     dead = read_dead_letter(tmp_path)
     assert {d["record"]: d["reason"] for d in dead if "\\xff" not in d["record"]} == bad
     not_utf8 = [d for d in dead if "\\xff" in d["record"]]
     assert len(not_utf8) == 1 and "not UTF-8" in not_utf8[0]["detail"]
     assert all(d["source"] == path and d["detail"] for d in dead)
-    assert report["rows"] == {"read": 108, "good": 100, "bad": 8, "bad_fraction": 8 / 108,
-                              "max_bad_fraction": 0.1}
-    assert report["bad_rows_by_reason"] == {"bad_value": 2, "label_out_of_range": 2,
-                                            "unknown_scenario": 2, "unparseable": 2}
+    # The good rows are all written; 8 of 108 bad is over the 5% limit, so the run fails.
     assert sum(len(read_examples(tmp_path, s)) for s in SPLITS) == 100
-
-
-def test_the_fraction_guard_fails_the_run(tmp_path, injected, capsys):
-    path, _ = injected
-    code = cli.main(["--schema", SCHEMA, "--input", path, "--output_dir", str(tmp_path),
-                     "--scenario_map", "1=s1,2=s2,3=s3", "--max_bad_fraction", "0.05",
-                     *BEAM_ARGS])
     err = capsys.readouterr().err
     assert code == 1
     assert "8 of 108 rows (7.41%) are bad" in err and "--max_bad_fraction=0.05" in err
     assert "unparseable: 2" in err and "No schema.yaml was written" in err
     assert not (tmp_path / "schema.yaml").exists()
     with open(tmp_path / "report.json") as fh:
-        assert json.load(fh)["status"] == "failed"
-    assert len(read_dead_letter(tmp_path)) == 8
+        report = json.load(fh)
+    assert report["status"] == "failed"
+    assert report["rows"] == {"read": 108, "good": 100, "bad": 8, "bad_fraction": 8 / 108,
+                              "max_bad_fraction": 0.05}
+    assert report["bad_rows_by_reason"] == {"bad_value": 2, "label_out_of_range": 2,
+                                            "unknown_scenario": 2, "unparseable": 2}
 
 
 def test_json_lines_missing_columns_and_parquet(tmp_path):
@@ -113,17 +109,32 @@ def test_unusable_input_is_refused_before_launching(tmp_path):
     short.write_text("click,purchase\n0,0\n")
     with pytest.raises(sources.InputError, match=r"header lacks column\(s\) \['101'"):
         preprocess(SCHEMA, [str(short)], tmp_path / "b", scenario_map=ALI_CCP_SCENARIOS)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(sources.InputError, match="empty first line"):
+        preprocess(SCHEMA, [str(tmp_path / "empty.csv")], tmp_path / "e")
+    with pytest.raises(sources.InputError, match="--input_format must be"):
+        preprocess(SCHEMA, [path], tmp_path / "c", input_format="xml")
+    headerless = tmp_path / "headerless.yaml"
+    with open(SCHEMA) as fh:
+        headerless.write_text(fh.read() + "csv: {header: false}\n")
+    with pytest.raises(sources.InputError, match="needs a header line"):
+        preprocess(str(headerless), [path], tmp_path / "d", scenario_map=ALI_CCP_SCENARIOS)
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "schema.yaml").write_text("old")
     with pytest.raises(PreprocessError, match="is not empty"):
         preprocess(SCHEMA, [path], tmp_path / "used", scenario_map=ALI_CCP_SCENARIOS)
 
 
-def test_all_rows_bad_is_an_error_even_without_a_limit(tmp_path):
+@pytest.mark.parametrize("flags", [["--scenario_map", "1s1"], ["--split_fractions", "a,b"],
+                                   ["--input_format", "xml"]])
+def test_malformed_flags_are_refused(flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--schema", SCHEMA, "--input", "x.csv", "--output_dir", "out", *flags])
+    assert e.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_no_good_rows_is_an_error_even_without_a_limit(tmp_path):
     path, _ = ali_ccp_rows()
-    # Without the map, 301 = 3 is unknown and 1/2 are read as indices: 12 rows are bad.
-    report = preprocess(SCHEMA, [path], tmp_path / "a", max_bad_fraction=1.0)
-    assert report["bad_rows_by_reason"] == {"unknown_scenario": 12}
-    with pytest.raises(PreprocessError, match="100 of 100 rows"):
-        preprocess(SCHEMA, [path], tmp_path / "b", max_bad_fraction=1.0,
+    with pytest.raises(PreprocessError, match=r"100 of 100 rows .* unknown_scenario: 100"):
+        preprocess(SCHEMA, [path], tmp_path, max_bad_fraction=1.0,
                    scenario_from_path="no_such_dir_(x)")

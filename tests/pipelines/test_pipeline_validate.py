@@ -110,6 +110,8 @@ def test_csv_line_parser_quotes_field_count_and_encoding():
     parse = sources.CsvLineParser({"f.csv": ["a", "b", "c"]}, ",")
     assert parse(("f.csv", b'1,"x,y",3'))[2] == {"a": "1", "b": "x,y", "c": "3"}
     assert parse(("f.csv", b"1,2"))[3] == ("unparseable", "expected 3 fields, got 2")
+    assert parse(("f.csv", b'1,"x"y,3'))[3][1].startswith("bad CSV quoting")
+    assert parse(("f.csv", b'1,"x,3'))[3][1].startswith("bad CSV quoting")
     source, text, cells, error = parse(("f.csv", b"1,\xff,3"))
     assert cells is None and error[0] == "unparseable" and "UTF-8" in error[1]
     assert text == "1,\\xff,3"
