@@ -129,6 +129,20 @@ def test_signature_names_must_be_serving_safe():
         signatures.signature_for(task="click")
 
 
+def test_models_without_scenario_subsets_fill_the_scenario_in(tiny_schema):
+    model = build_model("shared_bottom", tiny_schema,
+                        make_config("shared_bottom", dict(TINY_CONFIG))).build_from_schema()
+    k = len(tiny_schema.scenario_names) - 1
+    # Only the per-scenario function: tracing all signatures would take seconds.
+    per_scenario = export._scenario_function(model, export.feature_specs(tiny_schema), k)
+    raw = model.dummy_raw_batch(3)
+    served = per_scenario({n: v for n, v in raw.items() if n != data.SCENARIO_KEY})
+    eager = model.predict_raw({**raw, data.SCENARIO_KEY: tf.fill(
+        [3], tiny_schema.scenario_names[k])})
+    for n, task in enumerate(tiny_schema.task_names):
+        np.testing.assert_allclose(served[task], eager[:, n], atol=ATOL)
+
+
 def test_colliding_signature_names_are_refused(tiny_schema):
     schema = dataclasses.replace(
         tiny_schema, scenario=dataclasses.replace(tiny_schema.scenario, names=("a", "a__b")),
