@@ -6,12 +6,11 @@ import os
 import numpy as np
 import pytest
 
+from pipeline_helpers import RECIPES  # first: puts the repository on sys.path
 from mdl_tf import schema as schema_lib
 from pipelines import files, output_schema, split
 from pipelines.options import OptionsError, PreprocessOptions, check, vocab_features
 from pipelines.statistics import MomentsFn, assemble
-
-from pipeline_helpers import RECIPES
 
 
 def test_hash_split_is_the_movielens_reference_split():

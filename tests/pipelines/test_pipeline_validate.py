@@ -1,6 +1,7 @@
 """Row validation and record parsing, without Beam: every bad-row reason and its detail."""
 import pytest
 
+import pipeline_helpers  # noqa: F401  (before `pipelines`: puts the repository on sys.path)
 from mdl_tf import schema as schema_lib
 from pipelines import sources
 from pipelines.validate import BadRow, RowValidator
