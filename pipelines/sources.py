@@ -57,7 +57,8 @@ def read_csv_headers(files, delimiter: str) -> dict:
     headers = {}
     for path in files:
         with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as fh:
-            first = fh.readline().decode("utf-8", "replace").rstrip("\r\n")
+            # utf-8-sig: a byte-order mark must not become part of the first column's name.
+            first = fh.readline().decode("utf-8-sig", "replace").rstrip("\r\n")
         columns = [c.strip() for c in next(csv.reader([first], delimiter=delimiter), [])]
         if not any(columns):
             raise InputError(f"{path}: empty first line; CSV input needs a header line")

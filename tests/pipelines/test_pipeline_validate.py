@@ -118,6 +118,14 @@ def test_csv_line_parser_quotes_field_count_and_encoding():
     assert text == "1,\\xff,3"
 
 
+def test_csv_headers_per_file(tmp_path):
+    (tmp_path / "a.csv").write_bytes(b'\xef\xbb\xbfx,"y"\n1,2\n')    # with a byte-order mark
+    (tmp_path / "b.csv").write_text("y;x\n")
+    files = sources.match_files([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")])
+    assert sources.read_csv_headers(files[:1], ",") == {files[0]: ["x", "y"]}
+    assert sources.read_csv_headers(files[1:], ";") == {files[1]: ["y", "x"]}
+
+
 def test_json_line_parser():
     assert sources.parse_json_line(("f", b'{"a": 1}'))[2] == {"a": 1}
     assert sources.parse_json_line(("f", b"{oops"))[3][0] == "unparseable"
