@@ -48,6 +48,7 @@ def main():
              "", f"Command: `python -m benchmarks.optimizers --epochs {args.epochs}`",
              "(dense optimizer + embedding optimizer @ dense learning rate; Adagrad embeddings "
              "use 10x that rate; early stopping on mean validation AUC)", "",
+             "Seconds are wall time on the machine of the run: compare AUC, not speed.", "",
              "| setting | " + " | ".join(tasks) + " | mean | seconds |",
              "|---|" + "---|" * (len(tasks) + 2)]
     for r in rows:
