@@ -316,8 +316,9 @@ def validate(schema: Schema) -> None:
         if k not in schema.task_names:
             raise SchemaError(f"{where}: task_priors names unknown task '{k}'")
     for g in schema.gauc_group:
-        if not NAME_RE.match(str(g)):
-            raise SchemaError(f"{where}: gauc_group column '{g}' is not a valid column name")
+        # Raw column names may be anything (Ali-CCP's user column is "101"), but not blank.
+        if not str(g).strip():
+            raise SchemaError(f"{where}: gauc_group has an empty column name")
     for kind, values in [("scenario", schema.scenario.names), ("task", schema.task_names)]:
         for v in values:
             if not SERVING_NAME_RE.match(v):

@@ -6,18 +6,10 @@ conftest module would shadow it.
 import csv
 import json
 import os
-import sys
 
 import pytest
 
 from conftest import REPO, TINY_CONFIG, shared_data
-
-# tests/ is on sys.path (for tests/conftest.py), so this directory is importable as a
-# namespace package `pipelines`; it only loses to the real package when the repository
-# root is on sys.path too, which `python -m pytest` does and `.venv/bin/pytest` does not.
-# Test modules import this module before `pipelines`.
-if REPO not in sys.path:
-    sys.path.append(REPO)
 
 # In-process DirectRunner on one worker: the machine's cores are shared.
 BEAM_ARGS = ["--runner=DirectRunner", "--direct_num_workers=1",
