@@ -31,6 +31,7 @@ from absl import logging
 from mdl_tf import demo, runs
 from serving import cost, requests, signatures
 from serving.client import ServingClient
+from serving.manager import versions_on_disk
 from serving.process import LocalServer
 from serving.servable import Servable
 
@@ -39,7 +40,7 @@ TARGETS = {"grpc_overhead_ms": 2.0, "scenario_speedup": 1.2, "errors": 0, "rss_g
 
 
 def latest_version(export_base):
-    versions = [int(d) for d in os.listdir(export_base) if d.isdigit()]
+    versions = versions_on_disk(export_base)
     if not versions:
         raise FileNotFoundError(f"no version under {export_base}; train or export first")
     return os.path.join(export_base, str(max(versions)))

@@ -32,6 +32,7 @@ from absl import app, flags, logging
 
 from mdl_tf import data, runs
 from serving import requests, signatures as names, warmup
+from serving.manager import versions_on_disk
 
 TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
 
@@ -157,9 +158,8 @@ def _serving_module(model):
 
 
 def next_version(export_base):
-    existing = [int(d) for d in os.listdir(export_base) if d.isdigit()] \
-        if os.path.isdir(export_base) else []
-    return max([int(time.time())] + [v + 1 for v in existing])
+    """max(now in seconds, newest version + 1): increasing, and readable as a time."""
+    return max([int(time.time())] + [v + 1 for v in versions_on_disk(export_base)])
 
 
 def export_saved_model(model, export_base, version=None, extra_assets=None):

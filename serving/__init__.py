@@ -7,7 +7,9 @@
   manager     the versions under a base path: load the newest, warm up, swap
   server      PredictionService + ModelService (+ health, reflection), and its CLI
   client      the library and CLI clients use, against this server or real TF Serving
+  errors      ServingError: a gRPC status code with TF Serving's wording
   process     runs the server as a subprocess (demo, benchmark, tests)
+  cost        contraction FLOPs per example of the export's signatures
   deploy/     configuration for the real tensorflow/serving image
 
 Code written against `serving.client` works unchanged against `tensorflow_model_server`.

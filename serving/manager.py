@@ -22,6 +22,14 @@ State = get_model_status_pb2.ModelVersionStatus.State
 log = logging.getLogger("serving.manager")
 
 
+def versions_on_disk(base_path):
+    """Sorted version numbers under an export base: its directories named by digits only."""
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(d) for d in os.listdir(base_path)
+                  if d.isascii() and d.isdigit() and os.path.isdir(os.path.join(base_path, d)))
+
+
 @dataclasses.dataclass(frozen=True)
 class VersionState:
     version: int
@@ -40,15 +48,9 @@ class ModelManager:
         self._thread = None
 
     # --- versions ----------------------------------------------------------------------
-    def versions_on_disk(self):
-        if not os.path.isdir(self.base_path):
-            return []
-        return sorted(int(d) for d in os.listdir(self.base_path)
-                      if d.isdigit() and os.path.isdir(os.path.join(self.base_path, d)))
-
     def poll(self):
         """One scan; loads and swaps in the newest loadable version. Returns the version served."""
-        candidates = [v for v in self.versions_on_disk() if v not in self._failed]
+        candidates = [v for v in versions_on_disk(self.base_path) if v not in self._failed]
         current = self._current
         if not candidates or (current is not None and candidates[-1] == current.version):
             return current.version if current is not None else None
