@@ -3,6 +3,8 @@
     <model_dir>/run.json         model name, config, dataset and data directory
     <model_dir>/schema.yaml      the dataset schema the model was built from
     <model_dir>/checkpoints/     tf.train checkpoints (model + optimizers + epoch)
+    <model_dir>/backup/          BackupAndRestore's fault-tolerance backups (while training)
+    <model_dir>/.workers/<task>/ checkpoints of non-chief tasks (while training; see distribute)
     <model_dir>/logs/            TensorBoard
     <model_dir>/metrics.json     the last evaluation
     <model_dir>/export/<v>/      SavedModels, one numeric version each

@@ -87,6 +87,19 @@ def compile_model(model, opts: TrainOptions, distribution=None):
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer.
     model.compile(optimizer=make_optimizer(opts.optimizer, opts.learning_rate),
                   jit_compile=distribution.jit_compile)
+    build_optimizers(model)
+
+
+def build_optimizers(model):
+    """Creates each optimizer's slots for its own variable group now: BackupAndRestore
+    would otherwise build the dense optimizer over every variable, tables included, and
+    the first train step would be traced twice (once to create the slots)."""
+    tables, dense = model.variable_groups()
+    if model.embedding_optimizer is None:
+        model.optimizer.build(tables + dense)
+    else:
+        model.embedding_optimizer.build(tables)
+        model.optimizer.build(dense)
 
 
 def encoder_transform(model):
