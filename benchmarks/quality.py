@@ -79,15 +79,17 @@ class Split:
 
 
 # --- data --------------------------------------------------------------------------------
-def prepare_dataset(name, data_dir, work_dir):
-    """(schema, directory of its train/valid/test files)."""
+def prepare_dataset(name, data_dir, work_dir, synthetic_rows=None, schema_path=None):
+    """(schema, directory of its train/valid/test files). `schema_path` replaces the
+    built-in schema of a recipe dataset (e.g. the same files with other feature groups)."""
     if name == "synthetic":
-        out = os.path.join(work_dir, "synthetic_data")
+        rows = synthetic_rows or SYNTHETIC_ROWS
+        out = os.path.join(work_dir, f"synthetic_data_{rows['train']}")
         if not os.path.exists(os.path.join(out, "schema.yaml")):
-            synthetic.prepare(out, rows=SYNTHETIC_ROWS)
+            synthetic.prepare(out, rows=rows)
         schema = datasets.load_schema(os.path.join(out, "schema.yaml"))
         return schema, datasets.resolve(schema, None)
-    schema = datasets.load_schema(DATASETS[name])
+    schema = datasets.load_schema(schema_path or DATASETS[name])
     return schema, datasets.resolve(schema, data_dir, os.path.join(work_dir, f"{name}_data"))
 
 
@@ -118,7 +120,6 @@ def parse_spec(spec):
 
 
 def count_params(name, schema, overrides):
-    tf.keras.backend.clear_session()
     model = build_model(name, schema, make_config(name, overrides)).build_from_schema()
     return model.count_params()
 
@@ -142,22 +143,44 @@ def sized_overrides(name, schema, overrides, target):
 
 
 # --- training and evaluation ---------------------------------------------------------------
-def fit(name, overrides, schema, splits, settings, lr, seed):
-    """A model trained with early stopping; (model, seconds, validation AUC per epoch)."""
-    tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(seed)
-    model = build_model(name, schema, make_config(name, overrides)).build_from_schema()
-    train.compile_model(model, train.TrainOptions(learning_rate=lr,
-                                                  jit_compile=settings.jit_compile))
-    callbacks = [train.MeanValidationAUC(schema.task_names)]
-    if settings.patience > 0:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            "val_auc_mean", mode="max", patience=settings.patience, restore_best_weights=True))
-    start = time.time()
-    history = model.fit(splits["train"].dataset(settings.batch_size, seed=seed),
-                        validation_data=splits["valid"].dataset(8192),
-                        epochs=settings.epochs, callbacks=callbacks, verbose=0)
-    return model, time.time() - start, [round(v, 4) for v in history.history["val_auc_mean"]]
+class Runs:
+    """Training runs of one model spec. The model is built and compiled once, and
+    re-initialised for every (learning rate, seed): weights from a fresh model built
+    with that seed, optimizer slots and step counters zeroed. The training and
+    validation steps are then traced once per spec instead of once per run."""
+
+    def __init__(self, name, overrides, schema, settings):
+        self.name, self.overrides, self.schema, self.settings = name, overrides, schema, settings
+        self.model = self._build(seed=0)
+        train.compile_model(self.model, train.TrainOptions(
+            learning_rate=settings.lrs[0], jit_compile=settings.jit_compile))
+
+    def _build(self, seed):
+        tf.keras.utils.set_random_seed(seed)
+        return build_model(self.name, self.schema,
+                           make_config(self.name, self.overrides)).build_from_schema()
+
+    def _reset(self, lr, seed):
+        self.model.set_weights(self._build(seed).get_weights())
+        for optimizer in (self.model.optimizer, self.model.embedding_optimizer):
+            for v in optimizer.variables():        # Adam: iteration, m and v slots
+                v.assign(tf.zeros_like(v))
+            optimizer.learning_rate = lr
+
+    def fit(self, splits, lr, seed):
+        """Trains with early stopping; (seconds, validation AUC per epoch)."""
+        self._reset(lr, seed)
+        tf.keras.utils.set_random_seed(seed)
+        callbacks = [train.MeanValidationAUC(self.schema.task_names)]
+        if self.settings.patience > 0:
+            callbacks.append(tf.keras.callbacks.EarlyStopping(
+                "val_auc_mean", mode="max", patience=self.settings.patience,
+                restore_best_weights=True))
+        start = time.time()
+        history = self.model.fit(splits["train"].dataset(self.settings.batch_size, seed=seed),
+                                 validation_data=splits["valid"].dataset(8192),
+                                 epochs=self.settings.epochs, callbacks=callbacks, verbose=0)
+        return time.time() - start, [round(v, 4) for v in history.history["val_auc_mean"]]
 
 
 def predict(model, split):
@@ -179,26 +202,27 @@ def run_model(spec, schema, splits, settings, target, log):
     """LR grid on validation (seed 0), then the remaining seeds at the chosen rate."""
     name, overrides = parse_spec(spec)
     overrides = sized_overrides(name, schema, {**settings.backbone, **overrides}, target)
-    grid, runs = {}, {}
+    runs = Runs(name, overrides, schema, settings)
+    grid, results = {}, {}
     for lr in settings.lrs:
-        model, seconds, curve = fit(name, overrides, schema, splits, settings, lr, seed=0)
+        seconds, curve = runs.fit(splits, lr, seed=0)
         grid[lr] = mean_overall_auc(cell_metrics(schema, splits["valid"],
-                                                 predict(model, splits["valid"])))
-        runs[lr] = [(predict(model, splits["test"]), seconds, len(curve))]
-        params = model.count_params()
+                                                 predict(runs.model, splits["valid"])))
+        results[lr] = [(predict(runs.model, splits["test"]), seconds, len(curve))]
         log(f"{spec} lr={lr:g}: valid mean AUC {grid[lr]:.4f} ({seconds:.0f}s, curve {curve})")
     lr = max(grid, key=grid.get)
     for seed in range(1, settings.seeds):
-        model, seconds, curve = fit(name, overrides, schema, splits, settings, lr, seed)
-        runs[lr].append((predict(model, splits["test"]), seconds, len(curve)))
+        seconds, curve = runs.fit(splits, lr, seed)
+        results[lr].append((predict(runs.model, splits["test"]), seconds, len(curve)))
         log(f"{spec} lr={lr:g} seed={seed}: {seconds:.0f}s, curve {curve}")
-    probs = [r[0] for r in runs[lr]]
-    return {"spec": spec, "config": overrides, "params": int(params), "lr": lr,
-            "valid_auc_by_lr": {f"{k:g}": round(v, 5) for k, v in grid.items()},
+    chosen = results[lr]
+    probs = [r[0] for r in chosen]
+    return {"spec": spec, "config": overrides, "params": int(runs.model.count_params()),
+            "lr": lr, "valid_auc_by_lr": {f"{k:g}": round(v, 5) for k, v in grid.items()},
             "test": [cell_metrics(schema, splits["test"], p) for p in probs],
             "mean_probs": np.mean(probs, axis=0),
-            "train_seconds": float(np.mean([r[1] for r in runs[lr]])),
-            "epochs": [r[2] for r in runs[lr]]}
+            "train_seconds": float(np.mean([r[1] for r in chosen])),
+            "epochs": [r[2] for r in chosen]}
 
 
 # --- summary -------------------------------------------------------------------------------
@@ -271,7 +295,8 @@ def markdown(summary):
              f"{st['lrs']} on validation with seed 0; {st['seeds']} seeds at that rate, "
              "evaluated on the test split. Baselines are sized to MDL's parameter count.", "",
              "## Models", "",
-             "| model | params | lr | valid AUC by lr | train s/run | epochs |", "|---|---|---|---|---|---|"]
+             "| model | params | lr | valid AUC by lr | train s/run | epochs |",
+             "|---|---|---|---|---|---|"]
     for s in specs:
         lines.append(f"| {s} | {summary['params'][s]:,} | {summary['learning_rate'][s]:g} | "
                      f"{summary['valid_auc_by_lr'][s]} | {summary['train_seconds'][s]} | "
@@ -286,8 +311,13 @@ def markdown(summary):
             lines.append(f"| {c['scenario']} | {c['task']} | " + " | ".join(
                 pm(c["results"][s][f"{key}_mean"], c["results"][s][f"{key}_std"])
                 for s in specs) + " |")
+        lines.append("| mean of the cells | | " + " | ".join(
+            f"{np.mean([c['results'][s][f'{key}_mean'] for c in cells]):.4f}"
+            for s in specs) + " |")
     if "best_baseline" in cells[0]:
         lines += comparison_lines(cells)
+    if summary.get("wall_seconds"):
+        lines += ["", f"Wall time of the whole command: {summary['wall_seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
@@ -347,11 +377,21 @@ def json_safe(value):
     return value
 
 
-def write_reports(summary, out_dir):
+def from_json(value):
+    """The inverse of json_safe for the metric fields: None -> NaN."""
+    if isinstance(value, dict):
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return float("nan") if value is None else value
+
+
+def write_reports(summary, out_dir, write_json=True):
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, summary["dataset"])
-    with open(base + ".json", "w") as fh:
-        json.dump(json_safe(summary), fh, indent=2)
+    if write_json:
+        with open(base + ".json", "w") as fh:
+            json.dump(json_safe(summary), fh, indent=2)
     with open(base + ".md", "w") as fh:
         fh.write(markdown(summary))
     chart(summary, base + ".png")
@@ -361,12 +401,16 @@ def write_reports(summary, out_dir):
 # --- CLI -----------------------------------------------------------------------------------
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    p.add_argument("--dataset", choices=sorted(DATASETS))
+    p.add_argument("--render", metavar="JSON",
+                   help="only rewrite the .md and .png of an existing results JSON")
     p.add_argument("--data_dir", default=None, help="raw files of the dataset's recipe")
+    p.add_argument("--schema", default=None,
+                   help="a schema YAML replacing the dataset's built-in one (same recipe)")
     p.add_argument("--models", nargs="+", default=[REFERENCE, *BASELINES],
                    help="model names or name:key=value:... variants")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--lrs", default="1e-3,3e-3", help="learning-rate grid (comma-separated)")
+    p.add_argument("--lrs", default="2e-3,4e-3", help="learning-rate grid (comma-separated)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--patience", type=int, default=1)
     p.add_argument("--batch_size", type=int, default=1024)
@@ -385,6 +429,13 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.render:
+        with open(args.render) as fh:
+            summary = from_json(json.load(fh))
+        print(f"rewrote {write_reports(summary, os.path.dirname(args.render), False)}.md, .png")
+        return
+    if not args.dataset:
+        raise SystemExit("--dataset is required")
     logging.set_verbosity(logging.WARNING)
     command = "python -m benchmarks.quality " + shlex.join(argv)
     settings = Settings(
@@ -398,12 +449,14 @@ def main(argv=None):
     def log(msg):
         print(f"[{time.time() - start:6.0f}s] {msg}", flush=True)
 
-    schema, data_dir = prepare_dataset(args.dataset, args.data_dir, args.work_dir)
+    schema, data_dir = prepare_dataset(args.dataset, args.data_dir, args.work_dir,
+                                       schema_path=args.schema)
     splits = load_splits(schema, data_dir)
     log(f"{args.dataset}: {len(splits['train'].labels)} train rows encoded")
     target = count_params(REFERENCE, schema, settings.backbone)
     results = [run_model(spec, schema, splits, settings, target, log) for spec in args.models]
     summary = summarise(args.dataset, command, schema, splits["test"], results, settings)
+    summary["wall_seconds"] = round(time.time() - start, 1)
     base = write_reports(summary, args.out_dir)
     log(f"wrote {base}.json, .md, .png")
     print(markdown(summary))
