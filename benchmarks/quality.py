@@ -62,6 +62,7 @@ class Settings:
     patience: int
     batch_size: int
     jit_compile: bool
+    warmup_steps: int = 0
 
 
 @dataclasses.dataclass
@@ -172,6 +173,8 @@ class Runs:
         self._reset(lr, seed)
         tf.keras.utils.set_random_seed(seed)
         callbacks = [train.MeanValidationAUC(self.schema.task_names)]
+        if self.settings.warmup_steps:
+            callbacks.append(LinearWarmup(lr, self.settings.warmup_steps))
         if self.settings.patience > 0:
             callbacks.append(tf.keras.callbacks.EarlyStopping(
                 "val_auc_mean", mode="max", patience=self.settings.patience,
@@ -181,6 +184,21 @@ class Runs:
                                  validation_data=splits["valid"].dataset(8192),
                                  epochs=self.settings.epochs, callbacks=callbacks, verbose=0)
         return time.time() - start, [round(v, 4) for v in history.history["val_auc_mean"]]
+
+
+class LinearWarmup(tf.keras.callbacks.Callback):
+    """Ramps both optimizers' learning rate linearly from 0 to `lr` over the first steps."""
+
+    def __init__(self, lr, steps):
+        super().__init__()
+        self.lr, self.steps, self.step = lr, steps, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step <= self.steps:
+            rate = self.lr * min(1.0, (self.step + 1) / self.steps)
+            for optimizer in (self.model.optimizer, self.model.embedding_optimizer):
+                optimizer.learning_rate = rate
+        self.step += 1
 
 
 def predict(model, split):
@@ -419,6 +437,8 @@ def parse_args(argv):
     p.add_argument("--num_heads", type=int, default=4)
     p.add_argument("--ffn_multiplier", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--warmup_steps", type=int, default=0,
+                   help="linear learning-rate warm-up over this many steps (0: none)")
     p.add_argument("--jit_compile", action="store_true",
                    help="XLA-compile training steps (slower overall for short CPU runs)")
     p.add_argument("--out_dir", default="benchmarks/results")
@@ -443,7 +463,8 @@ def main(argv=None):
                   "num_heads": args.num_heads, "ffn_multiplier": args.ffn_multiplier,
                   "dropout": args.dropout},
         lrs=[float(x) for x in args.lrs.split(",")], seeds=args.seeds, epochs=args.epochs,
-        patience=args.patience, batch_size=args.batch_size, jit_compile=args.jit_compile)
+        patience=args.patience, batch_size=args.batch_size, jit_compile=args.jit_compile,
+        warmup_steps=args.warmup_steps)
     start = time.time()
 
     def log(msg):
