@@ -61,6 +61,7 @@ def define_flags():
     flags.DEFINE_string("output", None, "Where to write the metrics (default <model_dir>/metrics.json).")
     flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.")
 
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)

@@ -192,6 +192,7 @@ def define_flags():
     flags.DEFINE_string("export_base", None, "Export base path (default <model_dir>/export).")
     flags.DEFINE_integer("version", 0, "Version number (default: max(now, last + 1)).")
 
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)

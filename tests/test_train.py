@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import mdl_tf  # noqa: F401
-import pytest
 
 from conftest import REPO
 from mdl_tf import train

@@ -1,5 +1,4 @@
 """Every baseline trains, evaluates and exports, and its parameter budget is adjustable."""
-import os
 
 import mdl_tf  # noqa: F401
 import numpy as np
