@@ -15,6 +15,7 @@ Writes to `--out_dir` (default `<model_dir>/attention/`):
 import inspect
 import json
 import os
+import sys
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -155,8 +156,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
-    page = visualize(FLAGS.model_dir, FLAGS.split, FLAGS.out_dir, FLAGS.data_dir,
-                     FLAGS.batch_size, FLAGS.max_batches)
+    try:
+        page = visualize(FLAGS.model_dir, FLAGS.split, FLAGS.out_dir, FLAGS.data_dir,
+                         FLAGS.batch_size, FLAGS.max_batches)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {page} and its PNGs")
 
 
