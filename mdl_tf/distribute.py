@@ -155,7 +155,8 @@ def make_distribution(name: str = "default", *, jit_compile: bool = True, tpu: s
     """The Distribution for --strategy `name` (TF_CONFIG from the environment by default)."""
     if name not in STRATEGIES:
         raise DistributionError(f"unknown strategy '{name}'; choose from {', '.join(STRATEGIES)}")
-    config = read_tf_config(tf_config)
+    # Only the cluster strategies read TF_CONFIG: the others ignore a stray one.
+    config = read_tf_config(tf_config) if name in ("multi_worker", "parameter_server") else None
     whole_step, gradients_only = xla_policy(name, jit_compile)
     if name == "default":
         strategy = tf.distribute.get_strategy()
@@ -176,8 +177,7 @@ def make_distribution(name: str = "default", *, jit_compile: bool = True, tpu: s
                 config.num_tasks("ps"), ps_min_shard_bytes))
     else:
         strategy = _tpu_strategy(tpu)
-    return Distribution(name, strategy, config if name in ("multi_worker", "parameter_server")
-                        else None, whole_step, gradients_only)
+    return Distribution(name, strategy, config, whole_step, gradients_only)
 
 
 def _resolver(config: ClusterConfig):

@@ -419,6 +419,7 @@ def define_flags():
                          "--strategy parameter_server: variables are split over the ps tasks "
                          "in shards of at least this many bytes.")
 
+
 def parse_overrides(items):
     out = {}
     for item in items:

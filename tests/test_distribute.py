@@ -44,6 +44,8 @@ def test_tf_config_is_parsed_and_the_chief_found():
     assert not config.is_chief and distribute.is_server_task(config)
     assert distribute.read_tf_config(tf_config(with_chief, "chief", 0)).is_chief
     assert distribute.read_tf_config("") is None
+    # Strategies without a cluster ignore TF_CONFIG, even a malformed one.
+    assert distribute.make_distribution("default", tf_config="{oops").cluster is None
 
 
 @pytest.mark.parametrize("text, message", [
@@ -101,7 +103,9 @@ def test_input_sharding_policy_and_precision_policy():
     policy = tf.data.experimental.AutoShardPolicy
     assert distribute.shard_policy(num_files=4, num_workers=2) == policy.FILE
     assert distribute.shard_policy(num_files=1, num_workers=2) == policy.DATA
-    assert distribute.mixed_precision_policy(distribute.make_distribution()) == "mixed_bfloat16"
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert distribute.mixed_precision_policy(distribute.make_distribution()) == (
+        "mixed_float16" if gpu else "mixed_bfloat16")
 
 
 def test_step_plan_is_exact_and_ps_needs_steps():
@@ -205,6 +209,7 @@ def make_jobs(root, micro_schema, data_dir):
     jobs = {f"worker{i}": job(f"worker{i}", options(
         "multi_worker", strategy="multi_worker", steps=6, steps_per_eval=6),
         env={"TF_CONFIG": tf_config({"worker": workers}, "worker", i)}) for i in range(2)}
+    # Two ps tasks rather than one, so that partitioning has servers to split over.
     jobs["ps"] = job("ps", options(
         "parameter_server", strategy="parameter_server", steps=20, steps_per_eval=10,
         ps_min_shard_bytes=32 << 10, early_stopping_patience=1),
@@ -237,8 +242,10 @@ def test_mixed_precision_trains_close_to_float32(jobs, micro_schema, tiny_datase
             learning_rate=5e-3, jit_compile=False, mixed_precision=mixed,
             early_stopping_patience=0, export=False, verbose=0))
     model = results[True]["model"]
-    assert model.dtype_policy.name == "mixed_bfloat16"
-    assert model.feature_tokenizer.compute_dtype == "bfloat16"
+    policy = distribute.mixed_precision_policy(distribute.make_distribution())  # bf16 on CPU
+    assert model.dtype_policy.name == policy
+    assert model.feature_tokenizer.compute_dtype == tf.keras.mixed_precision.Policy(
+        policy).compute_dtype
     assert tf.keras.mixed_precision.global_policy().name == "float32"   # restored
     encoded, labels = next(iter(train.training_datasets(
         model, model.schema, tiny_dataset, train.TrainOptions(batch_size=8))[1]))
