@@ -38,11 +38,14 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     def _embed(self, f, x):
         if f.type == "dense":
             return tf.cast(x, self.compute_dtype)[:, None]
-        table = tf.cast(self.tables[f.name], self.compute_dtype)
+        # Look up first, then cast: casting the table would convert (and, on parameter
+        # servers, fetch) every row of it on every step.
+        table = self.tables[f.name]
         if f.type == "categorical":
-            return tf.gather(table, x)
-        valid = tf.cast(x >= 0, table.dtype)[..., None]                  # [B, max_len, 1]
-        rows = tf.gather(table, tf.maximum(x, 0)) * valid                # [B, max_len, dim]
+            return tf.cast(tf.nn.embedding_lookup(table, x), self.compute_dtype)
+        valid = tf.cast(x >= 0, self.compute_dtype)[..., None]           # [B, max_len, 1]
+        rows = tf.cast(tf.nn.embedding_lookup(table, tf.maximum(x, 0)),
+                       self.compute_dtype) * valid                       # [B, max_len, dim]
         total = tf.reduce_sum(rows, axis=1)
         if f.combiner == "sum":
             return total
