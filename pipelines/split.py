@@ -13,14 +13,11 @@ from the train and train+valid fractions' quantiles of the time column.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 
+from mdl_tf.datasets.splits import hash_bucket
+
 SPLITS = ("train", "valid", "test")
-
-
-def hash_bucket(key: str, buckets: int) -> int:
-    return int.from_bytes(hashlib.md5(key.encode("utf-8")).digest()[:8], "big") % buckets
 
 
 def bucket_thresholds(fractions, buckets: int) -> tuple:
