@@ -47,7 +47,8 @@ from mdl_tf.models import build_model, make_config
 from mdl_tf.layers import FeatureEncoder
 from mdl_tf.models.registry import BASELINES, MODELS
 
-DATASETS = {"movielens100k": "movielens", "census": "census", "synthetic": "synthetic"}
+DATASETS = {"movielens100k": "movielens", "census": "census", "synthetic": "synthetic",
+            "epinions": "epinions"}
 REFERENCE = "mdl"
 SYNTHETIC_ROWS = {"train": 80_000, "valid": 10_000, "test": 10_000}
 BOOTSTRAP_ROUNDS = 500

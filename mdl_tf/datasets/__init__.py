@@ -11,7 +11,7 @@ import os
 from mdl_tf import schema as schema_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILTIN = ("synthetic", "movielens", "movielens_time", "census")
+BUILTIN = ("synthetic", "movielens", "movielens_time", "census", "epinions")
 
 
 def schema_path(dataset):
