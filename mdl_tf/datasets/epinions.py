@@ -101,6 +101,8 @@ def _read_csv(path: str) -> pd.DataFrame:
     df = _pandas_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     df.index = df.index + 2                      # 1-based file lines; line 1 is the header
     df = df[(df != "").any(axis=1)]              # blank lines are not data rows
+    if df.empty:
+        return df
     values = df.apply(pd.to_numeric, errors="coerce")
     for column in RAW_COLUMNS:                   # empty (short row), text or fraction
         bad = values[column].isna() | (values[column] % 1 != 0)
