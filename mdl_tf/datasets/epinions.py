@@ -30,9 +30,10 @@ valid/test rows see exactly what a server would know at training time:
 Rates are smoothed, (positives + k p) / (rows + k) with k = `prior_strength` and p the
 training rate of the task (of the scenario, for user_like_<S>). A rate computed over
 rows that include the row itself leaks its label (within one user the rate is higher
-when the row is positive), so on training rows they are out-of-fold: a training row in
-md5 bucket b (0-7) uses the training rows of the other 7 buckets; valid/test rows use all
-training rows. Counts carry no label, so they use all training rows.
+when the row is positive), so on training rows they are out-of-fold, p included: a
+training row in md5 bucket b (0-7) uses the training rows of the other 7 buckets, so no
+feature of a training row depends on its own labels; valid/test rows use all training
+rows. Counts carry no label, so they use all training rows.
 The schema feeds user_count_<S> and user_like_<S> to scenario token S (scenario priors)
 and the user/item rates of a task to that task's token (task priors); they are also
 ordinary features in feature groups, so every baseline sees them too.
@@ -44,7 +45,6 @@ redistribution, so nothing derived from the raw file belongs in the repository.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gzip
 import io
 import os
@@ -52,7 +52,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from mdl_tf import schema as schema_lib
+from mdl_tf import datasets
 from mdl_tf.datasets.splits import hash_bucket
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -69,7 +69,6 @@ SCENARIOS = (OTHER,) + tuple(f"c{c}" for c in SCENARIO_CATEGORIES)
 TASKS = {"like": ("rating", 4), "helpful": ("helpfulness", 3)}   # label: column >= threshold
 SPLITS = ("train", "valid", "test")
 TRAIN_BUCKETS = 8          # md5 buckets 0-7 are the training rows and the out-of-fold folds
-REFERENCE = ("raw_user_id", "raw_item_id", "rating", "helpfulness")
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -152,8 +151,8 @@ def buckets(num_rows: int) -> np.ndarray:
 
 
 def scenario_of(category: np.ndarray) -> np.ndarray:
-    return np.where(np.isin(category, SCENARIO_CATEGORIES), np.char.add("c", category.astype(str)),
-                    OTHER)
+    named = np.char.add("c", category.astype(str))
+    return np.where(np.isin(category, SCENARIO_CATEGORIES), named, OTHER)
 
 
 def training_ids(ids: np.ndarray, train: np.ndarray, min_count: int) -> np.ndarray:
@@ -178,15 +177,18 @@ def leave_fold_out(sums, keys, fold, train) -> np.ndarray:
     return sums.sum(axis=0)[keys] - np.where(train.reshape(shape), own, 0.0)
 
 
-def smoothed_rate(keys, label, fold, train, num_keys, prior, strength, lookup=None):
+def smoothed_rate(keys, label, fold, train, num_keys, prior=0.0, strength=0.0, lookup=None):
     """(positives + strength * prior) / (rows + strength) of each row's key, out-of-fold on
-    training rows. `lookup` ([n] or [n, S], default `keys`) names the keys to read."""
+    training rows. `lookup` ([n] or [n, S], default `keys`) names the keys to read; `prior`
+    is a scalar or broadcasts to lookup's shape."""
     lookup = keys if lookup is None else lookup
     positives = leave_fold_out(fold_sums(keys, label, fold, train, num_keys), lookup, fold,
                                train)
     rows = leave_fold_out(fold_sums(keys, np.ones(len(label)), fold, train, num_keys),
                           lookup, fold, train)
-    return (positives + strength * prior) / (rows + strength)
+    weight = rows + strength                     # 0 only for keys without training rows
+    return np.where(weight > 0, (positives + strength * prior) / np.maximum(weight, 1e-12),
+                    prior)
 
 
 def training_counts(keys, train, num_keys) -> np.ndarray:
@@ -213,7 +215,7 @@ def build_table(raw: pd.DataFrame, user_min_count=1, item_min_count=2,
            "user_count": training_counts(user, train, num_users),
            "item_count": training_counts(item, train, num_items)}
     for task, y in labels.items():
-        p = y[train].mean()
+        p = smoothed_rate(np.zeros_like(user), y, fold, train, 1)      # [n] the training rate
         for name, keys, n in (("user", user, num_users), ("item", item, num_items)):
             out[f"{name}_{task}_rate"] = smoothed_rate(keys, y, fold, train, n, p,
                                                        prior_strength)
@@ -233,8 +235,8 @@ def _scenario_priors(user, num_users, scen, like, fold, train, strength) -> dict
     pair = user * num + scen                                          # [n] (user, scenario)
     all_pairs = user[:, None] * num + np.arange(num)[None, :]         # [n, S]
     counts = np.bincount(pair[train], minlength=num_users * num)[all_pairs]
-    prior = np.bincount(scen[train], weights=like[train], minlength=num) / np.bincount(
-        scen[train], minlength=num)                                   # [S] like rate
+    prior = smoothed_rate(scen, like, fold, train, num,              # [n, S] like rate of S
+                          lookup=np.broadcast_to(np.arange(num), all_pairs.shape))
     rate = smoothed_rate(pair, like, fold, train, num_users * num, prior, strength, all_pairs)
     out = {}
     for j, s in enumerate(SCENARIOS):
@@ -253,8 +255,7 @@ def prepare(out_dir, raw_dir=None, raw_file=None, user_min_count=1, item_min_cou
     os.makedirs(out_dir, exist_ok=True)
     for name, rows in table.groupby("split", sort=False):
         rows.drop(columns="split").to_csv(os.path.join(out_dir, f"{name}.csv"), index=False)
-    schema = schema_lib.load(os.path.join(HERE, "epinions.yaml"))
-    schema_lib.dump(dataclasses.replace(schema, recipe=None), os.path.join(out_dir, "schema.yaml"))
+    datasets.write_recipe_free_schema("epinions", out_dir)
     return out_dir
 
 
