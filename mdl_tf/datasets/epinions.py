@@ -33,7 +33,7 @@ rows that include the row itself leaks its label (within one user the rate is hi
 when the row is positive), so on training rows they are out-of-fold, p included: a
 training row in md5 bucket b (0-7) uses the training rows of the other 7 buckets, so no
 feature of a training row depends on its own labels; valid/test rows use all training
-rows. Counts carry no label, so they use all training rows.
+rows. Counts carry no label, so they use all training rows. The CSVs round to 4 decimals.
 The schema feeds user_count_<S> and user_like_<S> to scenario token S (scenario priors)
 and the user/item rates of a task to that task's token (task priors); they are also
 ordinary features in feature groups, so every baseline sees them too.
