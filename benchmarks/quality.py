@@ -164,10 +164,10 @@ class Runs:
 
     def _reset(self, lr, seed):
         self.model.set_weights(self._build(seed).get_weights())
-        for optimizer in (self.model.optimizer, self.model.embedding_optimizer):
+        for optimizer, _ in self.model.optimizer_groups():
             for v in optimizer.variables():        # Adam: iteration, m and v slots
                 v.assign(tf.zeros_like(v))
-            optimizer.learning_rate = lr
+        train.set_learning_rates(self.model, lr)
 
     def fit(self, splits, lr, seed):
         """Trains with early stopping; (seconds, validation AUC per epoch)."""
@@ -188,7 +188,8 @@ class Runs:
 
 
 class LinearWarmup(tf.keras.callbacks.Callback):
-    """Ramps both optimizers' learning rate linearly from 0 to `lr` over the first steps."""
+    """Ramps every optimizer's learning rate linearly from 0 to its rate over the first
+    steps (`lr`; an MDL domain_learning_rate where set)."""
 
     def __init__(self, lr, steps):
         super().__init__()
@@ -196,9 +197,7 @@ class LinearWarmup(tf.keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.step <= self.steps:
-            rate = self.lr * min(1.0, (self.step + 1) / self.steps)
-            for optimizer in (self.model.optimizer, self.model.embedding_optimizer):
-                optimizer.learning_rate = rate
+            train.set_learning_rates(self.model, self.lr, min(1.0, (self.step + 1) / self.steps))
         self.step += 1
 
 

@@ -65,16 +65,44 @@ class TrainOptions:
     callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
 
 
-def make_optimizer(name, learning_rate):
+def make_optimizer(name, learning_rate, weight_decay=None):
+    """weight_decay: decoupled (AdamW-style) decay, the Keras optimizers' `weight_decay`."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer '{name}'; choose from {', '.join(OPTIMIZERS)}")
     if name == "adagrad":
-        return tf.keras.optimizers.Adagrad(learning_rate, initial_accumulator_value=0.1)
+        return tf.keras.optimizers.Adagrad(learning_rate, initial_accumulator_value=0.1,
+                                           weight_decay=weight_decay)
     if name == "rmsprop":
-        return tf.keras.optimizers.RMSprop(learning_rate)
+        return tf.keras.optimizers.RMSprop(learning_rate, weight_decay=weight_decay)
     if name == "sgd":
-        return tf.keras.optimizers.SGD(learning_rate, momentum=0.9)
-    return tf.keras.optimizers.Adam(learning_rate)
+        return tf.keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=weight_decay)
+    return tf.keras.optimizers.Adam(learning_rate, weight_decay=weight_decay)
+
+
+def domain_learning_rate(model, learning_rate):
+    """The learning rate of model.domain_variables(): the config's domain_learning_rate
+    (MDL) if set, else the dense `learning_rate`."""
+    rate = getattr(model.config, "domain_learning_rate", None)
+    return learning_rate if rate is None else rate
+
+
+def make_domain_optimizer(model, opts):
+    """The dense optimizer's kind for model.domain_variables(), or None (they stay with the
+    dense optimizer) unless the config sets domain_learning_rate or domain_weight_decay."""
+    decay = getattr(model.config, "domain_weight_decay", None)
+    if getattr(model.config, "domain_learning_rate", None) is None and decay is None:
+        return None
+    return make_optimizer(opts.optimizer, domain_learning_rate(model, opts.learning_rate),
+                          decay)
+
+
+def set_learning_rates(model, learning_rate, fraction=1.0):
+    """Sets every optimizer of a compiled model to `fraction` of its rate: `learning_rate`,
+    the domain optimizer that of domain_learning_rate() (benchmarks' grids, warm-up)."""
+    for optimizer, _ in model.optimizer_groups():
+        rate = (domain_learning_rate(model, learning_rate)
+                if optimizer is model.domain_optimizer else learning_rate)
+        optimizer.learning_rate = rate * fraction
 
 
 def compile_model(model, opts: TrainOptions, distribution=None):
@@ -83,6 +111,7 @@ def compile_model(model, opts: TrainOptions, distribution=None):
     if opts.embedding_optimizer != "same":
         model.embedding_optimizer = make_optimizer(
             opts.embedding_optimizer, opts.embedding_learning_rate or opts.learning_rate)
+    model.domain_optimizer = make_domain_optimizer(model, opts)
     model.xla_gradients = distribution.xla_gradients
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer.
     model.compile(optimizer=make_optimizer(opts.optimizer, opts.learning_rate),
@@ -94,12 +123,8 @@ def build_optimizers(model):
     """Creates each optimizer's slots for its own variable group now: BackupAndRestore
     would otherwise build the dense optimizer over every variable, tables included, and
     the first train step would be traced twice (once to create the slots)."""
-    tables, dense = model.variable_groups()
-    if model.embedding_optimizer is None:
-        model.optimizer.build(tables + dense)
-    else:
-        model.embedding_optimizer.build(tables)
-        model.optimizer.build(dense)
+    for optimizer, variables in model.optimizer_groups():
+        optimizer.build(variables)
 
 
 def encoder_transform(model):

@@ -10,6 +10,7 @@ from mdl_tf.layers.moe import MixtureOfExperts
 from mdl_tf.layers.per_token_dense import PerTokenDense, PerTokenFFN
 from mdl_tf.layers.scenario import ScenarioEncoder
 from mdl_tf.layers.star import PartitionedNormalization, StarDense
+from mdl_tf.layers.token_head import TokenTowerHead
 from mdl_tf.layers.tokenization import DomainTokenizer, FeatureTokenizer
 from mdl_tf.layers.towers import ParallelMLP
 
@@ -17,4 +18,4 @@ __all__ = ["DomainAwareAttention", "DomainFusion", "DomainTokenizer", "FeatureEm
            "FeatureTokenizer", "PerTokenDense", "PerTokenFFN", "RankMixerBlock",
            "ScenarioEncoder", "SelfAttentionBlock", "TokenMixing", "make_interaction",
            "GateNU", "MixtureOfExperts", "ParallelMLP", "PartitionedNormalization",
-           "SoftmaxGate", "StarDense"]
+           "SoftmaxGate", "StarDense", "TokenTowerHead"]

@@ -121,6 +121,10 @@ def flatten_tokens(tokens):
 def make_towers(num_towers, config, outputs=1, name="task_towers"):
     """The towers every model ends with: MLP [tower_units, tower_units // 2] -> `outputs`
     logits each. Input [B, d_in] or [B, num_towers, d_in] -> [B, num_towers, outputs]."""
-    units = config.tower_units
-    return ParallelMLP(num_towers, [units, max(units // 2, 1), outputs],
+    return ParallelMLP(num_towers, tower_hidden_units(config) + [outputs],
                        dropout=config.dropout, name=name)
+
+
+def tower_hidden_units(config):
+    """Hidden widths of the towers: [tower_units, tower_units // 2]."""
+    return [config.tower_units, max(config.tower_units // 2, 1)]

@@ -8,8 +8,9 @@ on encoded inputs (FeatureEncoder output), so the training step compiles with XL
 Loss: sum over tasks of weight_n * BCE(label_n, logit_n), averaged over the batch, where
 an example whose label is missing (-1) has sample weight 0 for that task: it adds no loss
 and no gradient. Logits and loss are float32 under every dtype policy.
-Embedding tables can have their own optimizer (`embedding_optimizer`); every other
-trainable variable uses the compiled optimizer.
+Embedding tables can have their own optimizer (`embedding_optimizer`), and the variables a
+model lists in `domain_variables()` theirs (`domain_optimizer`, MDL's domain-token path);
+every other trainable variable uses the compiled optimizer.
 
 Distribution (mdl_tf/distribute.py): the loss is summed, not averaged, by the Keras loss
 objects (tf.distribute forbids SUM_OVER_BATCH_SIZE), divided by the local batch here and
@@ -47,6 +48,7 @@ class RankingModel(tfrs.models.Model):
             for t in schema.tasks]
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         self.embedding_optimizer = None
+        self.domain_optimizer = None
         self.xla_gradients = False
         self.build_network()
 
@@ -94,9 +96,29 @@ class RankingModel(tfrs.models.Model):
                  if id(s) not in table_ids]
         return tables, dense
 
-    def loss_and_gradients(self, encoded, labels):
-        """(local mean loss, float32 logits, gradients of tables + dense variables)."""
+    def domain_variables(self):
+        """Variables `domain_optimizer` trains when it is set; none here (MDL overrides)."""
+        return []
+
+    def optimizer_groups(self):
+        """[(optimizer, variables)]: the tables with `embedding_optimizer` and the
+        `domain_variables()` with `domain_optimizer` where those are set, then every other
+        variable with the compiled optimizer (last: under loss scaling it judges overflow)."""
         tables, dense = self.variable_groups()
+        groups = []
+        if self.embedding_optimizer is not None:
+            groups.append((self.embedding_optimizer, tables))
+        else:
+            dense = tables + dense
+        if self.domain_optimizer is not None:
+            domain_ids = {id(s) for v in self.domain_variables() for s in _shards(v)}
+            groups.append((self.domain_optimizer, [v for v in dense if id(v) in domain_ids]))
+            dense = [v for v in dense if id(v) not in domain_ids]
+        return groups + [(self.optimizer, dense)]
+
+    def loss_and_gradients(self, encoded, labels):
+        """(local mean loss, float32 logits, gradients of optimizer_groups()' variables)."""
+        variables = [v for _, group in self.optimizer_groups() for v in group]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             logits = self.logits(encoded, training=True)
@@ -106,21 +128,22 @@ class RankingModel(tfrs.models.Model):
             objective = (loss + regularization) / replicas
             if isinstance(self.optimizer, LossScaleOptimizer):
                 objective = self.optimizer.get_scaled_loss(objective)
-        grads = tape.gradient(objective, tables + dense)
+        grads = tape.gradient(objective, variables)
         if isinstance(self.optimizer, LossScaleOptimizer):
             grads = self.optimizer.get_unscaled_gradients(grads)
         return loss, logits, grads
 
     def apply_gradient_groups(self, grads):
-        tables, dense = self.variable_groups()
-        if self.embedding_optimizer is None:
-            self.optimizer.apply_gradients(zip(grads, tables + dense))
-            return
-        table_grads, dense_grads = grads[:len(tables)], grads[len(tables):]
-        if isinstance(self.optimizer, LossScaleOptimizer):
-            table_grads, dense_grads = _share_overflow(table_grads, dense_grads)
-        self.embedding_optimizer.apply_gradients(zip(table_grads, tables))
-        self.optimizer.apply_gradients(zip(dense_grads, dense))
+        """Each optimizer of optimizer_groups() applies its slice of `grads`."""
+        *others, (optimizer, dense) = self.optimizer_groups()
+        split = len(grads) - len(dense)
+        other_grads, dense_grads = list(grads[:split]), list(grads[split:])
+        if other_grads and isinstance(optimizer, LossScaleOptimizer):
+            other_grads, dense_grads = _share_overflow(other_grads, dense_grads)
+        for other, variables in others:
+            other.apply_gradients(zip(other_grads[:len(variables)], variables))
+            other_grads = other_grads[len(variables):]
+        optimizer.apply_gradients(zip(dense_grads, dense))
 
     def train_step(self, data):
         encoded, labels = data
@@ -166,19 +189,20 @@ def _shards(variable):
     return [variable]
 
 
-def _share_overflow(table_grads, dense_grads):
-    """Loss scaling with two optimizers: the LossScaleOptimizer of the dense weights decides
-    whether a step overflowed. Table overflow is passed to it as a NaN in one dense gradient
-    (so it skips the step and lowers the scale), and overflowed table gradients become 0."""
+def _share_overflow(other_grads, dense_grads):
+    """Loss scaling with several optimizers: the LossScaleOptimizer of the dense weights
+    decides whether a step overflowed. Overflow in the other groups' gradients (tables,
+    domain variables) is passed to it as a NaN in one dense gradient (so it skips the step
+    and lowers the scale), and those overflowed gradients become 0."""
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_values(g)))
-                            for g in table_grads if g is not None])
-    table_grads = [None if g is None else _map_values(g, lambda v: tf.where(finite, v, 0.0))
-                   for g in table_grads]
+                            for g in other_grads if g is not None])
+    other_grads = [None if g is None else _map_values(g, lambda v: tf.where(finite, v, 0.0))
+                   for g in other_grads]
     poison = tf.where(finite, 0.0, float("nan"))
     first = next(i for i, g in enumerate(dense_grads) if g is not None)
     dense_grads = list(dense_grads)
     dense_grads[first] = _map_values(dense_grads[first], lambda v: v + tf.cast(poison, v.dtype))
-    return table_grads, dense_grads
+    return other_grads, dense_grads
 
 
 def _values(grad):

@@ -29,16 +29,38 @@ Ablations (the paper's Table 2), all on by default:
                           no domain FFNs; fusion still links scenarios to tasks). With
                           interaction=rankmixer, d_model must divide by the token count.
   interaction             rankmixer | self_attention (the feature interaction block).
+
+Small-data options, all off by default (defaults = the paper's architecture):
+  shared_domain_tables=True  [ours] e_imp and the priors are read from the feature tokens'
+                          tables (`self.embedding`) instead of separate `domain_embedding`
+                          copies (the paper, Sec. 3.1: separate tables); every schema
+                          feature has a feature table, so no domain_embedding is built.
+  task_head=mlp           [ours] each task token goes through LayerNorm and its own MLP
+                          tower [tower_units, tower_units // 2, 1] (TokenTowerHead)
+                          instead of one linear logit (PerTokenDense). Only where the heads
+                          read fused task tokens; the ablations' towers are MLPs already.
+  qkv_projection=mlp      Q, K, V projections of the domain attention are PerTokenFFNs
+                          (hidden ffn_multiplier * d, GELU) instead of PerTokenDense: the
+                          paper (Sec. 3.2.2) says they are "in the form of a PerToken FFN".
+  domain_learning_rate, domain_weight_decay   [ours] a third optimizer (the dense one's
+                          kind) for `domain_variables()`: scenario and task tokenizers,
+                          domain attention, domain FFNs and heads; None = as the dense
+                          group (its learning rate, no weight decay). Decay is decoupled
+                          (the optimizers' `weight_decay`, AdamW-style). The domain
+                          tables stay with the embedding optimizer.
 """
 import dataclasses
+from typing import Optional
 
 import tensorflow as tf
 
 from mdl_tf.layers import (DomainAwareAttention, DomainFusion, DomainTokenizer,
-                           FeatureEmbedding, PerTokenDense, PerTokenFFN)
+                           FeatureEmbedding, PerTokenDense, PerTokenFFN, TokenTowerHead)
 from mdl_tf.layers.encoding import SCENARIO_KEY
 from mdl_tf.models.backbone import (BackboneConfig, BackboneModel, flatten_tokens,
-                                    make_towers, membership_weights)
+                                    make_towers, membership_weights, tower_hidden_units)
+
+CHOICES = ("linear", "mlp")     # of task_head and qkv_projection
 
 
 @dataclasses.dataclass
@@ -49,6 +71,17 @@ class MDLConfig(BackboneConfig):
     scenario_tokens: bool = True
     global_token: bool = True
     domain_attention: bool = True
+    shared_domain_tables: bool = False  # [ours] domain tokens read the feature tables
+    task_head: str = "linear"           # linear | mlp ([ours] LayerNorm + MLP tower)
+    qkv_projection: str = "linear"      # linear | mlp (the paper's "PerToken FFN" form)
+    domain_learning_rate: Optional[float] = None    # None: the dense learning rate
+    domain_weight_decay: Optional[float] = None     # None: no weight decay
+
+    def __post_init__(self):
+        for name in ("task_head", "qkv_projection"):
+            if getattr(self, name) not in CHOICES:
+                raise ValueError(f"config field '{name}' must be one of "
+                                 f"{', '.join(CHOICES)}, got '{getattr(self, name)}'")
 
 
 class MDL(BackboneModel):
@@ -61,7 +94,7 @@ class MDL(BackboneModel):
 
     def build_head(self):
         s, c = self.schema, self.config
-        if c.scenario_tokens or c.task_tokens:
+        if (c.scenario_tokens or c.task_tokens) and not c.shared_domain_tables:
             self._build_domain_embedding()
         if c.scenario_tokens:
             self._build_domain_path("scenario", self.num_scenario_tokens,
@@ -93,8 +126,9 @@ class MDL(BackboneModel):
         attention, ffn = [], []
         if c.domain_attention:
             for l in range(c.num_layers):
-                attention.append(DomainAwareAttention(num_tokens, c.num_heads, c.domain_pre_ln,
-                                                      name=f"{kind}_attention_{l}"))
+                attention.append(DomainAwareAttention(
+                    num_tokens, c.num_heads, c.domain_pre_ln, projection=c.qkv_projection,
+                    multiplier=c.ffn_multiplier, name=f"{kind}_attention_{l}"))
                 if last_ffn or l < c.num_layers - 1:
                     ffn.append(PerTokenFFN(num_tokens, c.d_model, c.ffn_multiplier,
                                            dropout=c.dropout, name=f"{kind}_ffn_{l}"))
@@ -103,7 +137,10 @@ class MDL(BackboneModel):
 
     def _build_output(self):
         s, c = self.schema, self.config
-        if c.task_tokens and c.scenario_tokens:
+        if c.task_tokens and c.scenario_tokens and c.task_head == "mlp":
+            self.heads = TokenTowerHead(s.num_tasks, tower_hidden_units(c), dropout=c.dropout,
+                                        name="task_heads")
+        elif c.task_tokens and c.scenario_tokens:
             self.heads = PerTokenDense(s.num_tasks, 1, name="task_heads")
         elif c.task_tokens:        # scenario towers: one head per scenario x task token
             self.heads = make_towers(s.num_scenarios * s.num_tasks, c, name="scenario_towers")
@@ -125,12 +162,24 @@ class MDL(BackboneModel):
                 f"interaction, whose token mixing needs d_model ({c.d_model}) divisible by "
                 f"{n}; pick another d_model or interaction=self_attention")
 
+    def domain_variables(self):
+        """The domain-token path's variables, trained by the domain optimizer when
+        domain_learning_rate or domain_weight_decay is set: tokenizers, domain attention,
+        domain FFNs and heads (the fusion has none; the domain tables are embeddings)."""
+        layers = [self.heads]
+        for kind in ("scenario", "task"):
+            if hasattr(self, f"{kind}_tokenizer"):
+                layers += [getattr(self, f"{kind}_tokenizer"), *getattr(self, f"{kind}_attention"),
+                           *getattr(self, f"{kind}_ffn")]
+        return [v for layer in layers for v in layer.trainable_variables]
+
     # --- forward -----------------------------------------------------------------------
     def call(self, encoded, training=False, scenario_index=None, return_attention=False):
         c = self.config
-        features = self.feature_tokenizer(self.embed(encoded))                 # [B, N_f, d]
+        embeddings = self.embed(encoded)
+        features = self.feature_tokenizer(embeddings)                           # [B, N_f, d]
         token_indices, membership = self._scenario_selection(encoded, scenario_index)
-        scen, task = self._domain_tokens(encoded, token_indices)
+        scen, task = self._domain_tokens(encoded, embeddings, token_indices)
         maps = {"scenario": [], "task": []}
         for l in range(c.num_layers):
             if c.domain_attention:
@@ -162,12 +211,13 @@ class MDL(BackboneModel):
         return None, tf.one_hot(tf.fill(tf.shape(membership)[:1], k), s.num_scenarios,
                                 dtype=membership.dtype)
 
-    def _domain_tokens(self, encoded, token_indices):
-        """Initial scenario tokens [B, N_s(+1), d] and task tokens [B, N_t, d] (or None)."""
+    def _domain_tokens(self, encoded, embeddings, token_indices):
+        """Initial scenario tokens [B, N_s(+1), d] and task tokens [B, N_t, d] (or None).
+        `embeddings`: the feature tokens' {name: [B, e]}, read with shared_domain_tables."""
         s, c = self.schema, self.config
         if not (c.scenario_tokens or c.task_tokens):
             return None, None
-        domain = self.domain_embedding(encoded)
+        domain = embeddings if c.shared_domain_tables else self.domain_embedding(encoded)
         important = tf.concat([domain[n] for n in s.important_features], axis=-1)
         scen = task = None
         if c.scenario_tokens:
@@ -209,7 +259,7 @@ class MDL(BackboneModel):
     def _output(self, features, scen, task, membership, training):
         s, c = self.schema, self.config
         if c.task_tokens and c.scenario_tokens:
-            return self.heads(task)[..., 0]                                    # [B, N_t]
+            return self.heads(task, training=training)[..., 0]                 # [B, N_t]
         if c.task_tokens:
             tiled = tf.tile(task, [1, s.num_scenarios, 1])          # [B, N_s * N_t, d]
             per_scenario = tf.reshape(self.heads(tiled, training=training),

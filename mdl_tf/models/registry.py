@@ -1,5 +1,6 @@
 """Model registry: `--model NAME` -> model class; a model is built from a config object."""
 import dataclasses
+import typing
 
 from mdl_tf.models.hmoe import HMoE
 from mdl_tf.models.mdl import MDL
@@ -20,15 +21,17 @@ def model_names():
 
 
 def make_config(name, overrides=None):
-    """The model's config dataclass with `overrides` ({field: value or string}) applied."""
+    """The model's config dataclass with `overrides` ({field: value or string}) applied.
+    Strings are parsed by the field's type; "none" sets an Optional field to None."""
     cls = _model_class(name).config_class
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    types = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in (overrides or {}).items():
         if key not in fields:
             raise ValueError(f"model '{name}' has no config field '{key}' "
                              f"(fields: {', '.join(fields)})")
-        kwargs[key] = _coerce(value, fields[key].type, key)
+        kwargs[key] = _coerce(value, types[key], key)
     return cls(**kwargs)
 
 
@@ -43,19 +46,23 @@ def _model_class(name):
     return MODELS[name]
 
 
-def _coerce(value, type_name, key):
+def _coerce(value, annotation, key):
+    """A command-line string -> the field's type (bool, int, float, str, Optional[...])."""
     if not isinstance(value, str):
         return value
-    type_name = str(type_name)
+    args = typing.get_args(annotation)
+    if type(None) in args:                              # Optional[T]
+        if value.lower() in ("none", "null"):
+            return None
+        annotation = next(a for a in args if a is not type(None))
     try:
-        if type_name in ("bool", "<class 'bool'>"):
+        if annotation is bool:
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(value)
             return value.lower() in ("true", "1")
-        if type_name in ("int", "<class 'int'>"):
-            return int(value)
-        if type_name in ("float", "<class 'float'>"):
-            return float(value)
+        if annotation in (int, float):
+            return annotation(value)
     except ValueError:
-        raise ValueError(f"config field '{key}' expects {type_name}, got '{value}'") from None
+        expected = getattr(annotation, "__name__", annotation)
+        raise ValueError(f"config field '{key}' expects {expected}, got '{value}'") from None
     return value
