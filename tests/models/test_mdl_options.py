@@ -14,6 +14,7 @@ from conftest import TINY_CONFIG
 from mdl_tf import data, train
 from mdl_tf.layers import PerTokenFFN, TokenTowerHead
 from mdl_tf.models import build_model, make_config
+from test_mdl_model import one_batch
 
 DOMAIN_OPTIMIZER = {"domain_learning_rate": 0.02, "domain_weight_decay": 0.5}
 OPTIONS = {
@@ -32,9 +33,7 @@ OPTIONS = {
 def rows(tiny_schema, tiny_dataset):
     """(encoded features, labels) of 256 training rows, parsed once."""
     model = build_model("mdl", tiny_schema, make_config("mdl", TINY_CONFIG))
-    ds = data.make_dataset(tiny_schema, "train", data_dir=tiny_dataset, batch_size=256,
-                           transform=train.encoder_transform(model))
-    return next(iter(ds))
+    return one_batch(tiny_schema, tiny_dataset, model, size=256)
 
 
 def tiny_mdl(schema, overrides, **config):
