@@ -5,7 +5,8 @@ Takes FeatureEncoder's output, so it is pure numeric work that XLA compiles:
   multi_categorical  [B, max_len] (-1 pad)  -> mean or sum of the rows ([B, embedding_dim])
   dense              [B] normalised value   -> [B, 1]
 Output: {name: vector}. MDL builds two of these: one for the feature tokens and one, with
-separate tables, for the "important" features that feed the scenario and task tokens.
+separate tables, for the "important" features that feed the scenario and task tokens
+(unless its config sets shared_domain_tables).
 `embedding_variables` lists the tables so training can give them their own optimizer
 (the paper: Adagrad for embeddings, RMSProp for dense weights).
 """

@@ -3,8 +3,8 @@
 FeatureTokenizer: each semantic feature group's concatenated embeddings go through the
   group's own dense layer to one token.  {name: [B, e]} -> F [B, N_f, d].
 DomainTokenizer: token k = ReLU(FFN_k(concat(e_imp, e_prior_k))), FFN_k per token, where
-  e_imp are the "important" features' embeddings (their own tables, not the feature
-  tokens') and e_prior_k optional token-specific prior features. Used for the N_s + 1
+  e_imp are the "important" features' embeddings (by default their own tables, not the
+  feature tokens') and e_prior_k optional token-specific prior features. Used for the N_s + 1
   scenario tokens (global last, e_imp only) and the N_t task tokens.
   e_imp [B, E], priors {token: [B, P_k]} -> [B, K, d].
 """

@@ -33,8 +33,9 @@ Ablations (the paper's Table 2), all on by default:
 Small-data options, all off by default (defaults = the paper's architecture):
   shared_domain_tables=True  [ours] e_imp and the priors are read from the feature tokens'
                           tables (`self.embedding`) instead of separate `domain_embedding`
-                          copies (the paper, Sec. 3.1: separate tables); every schema
-                          feature has a feature table, so no domain_embedding is built.
+                          copies (the paper, Sec. 3.1: separate tables). The feature
+                          embedding embeds every schema feature, so no domain_embedding
+                          is built.
   task_head=mlp           [ours] each task token goes through LayerNorm and its own MLP
                           tower [tower_units, tower_units // 2, 1] (TokenTowerHead)
                           instead of one linear logit (PerTokenDense). Only where the heads
@@ -169,8 +170,8 @@ class MDL(BackboneModel):
         layers = [self.heads]
         for kind in ("scenario", "task"):
             if hasattr(self, f"{kind}_tokenizer"):
-                layers += [getattr(self, f"{kind}_tokenizer"), *getattr(self, f"{kind}_attention"),
-                           *getattr(self, f"{kind}_ffn")]
+                layers += [getattr(self, f"{kind}_tokenizer"),
+                           *getattr(self, f"{kind}_attention"), *getattr(self, f"{kind}_ffn")]
         return [v for layer in layers for v in layer.trainable_variables]
 
     # --- forward -----------------------------------------------------------------------
