@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -226,6 +227,7 @@ def sized_overrides(name, schema, overrides, target, budget="total"):
     if name == REFERENCE or field in overrides:
         return overrides
 
+    @functools.lru_cache(maxsize=None)
     def count(units):
         return count_params(name, schema, {**overrides, field: units}, budget)
     lo, hi = 4, 4096

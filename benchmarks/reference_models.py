@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import TargetEncoder
 
@@ -134,6 +135,7 @@ class TabularDesign:
         if not self.high:
             return hgb
         encode = ColumnTransformer(
-            [("target", TargetEncoder(target_type="binary", random_state=seed),
+            [("target", TargetEncoder(target_type="binary", cv=StratifiedKFold(
+                5, shuffle=True, random_state=seed)),
               list(range(len(self.high))))], remainder="passthrough")
         return make_pipeline(encode, hgb)
