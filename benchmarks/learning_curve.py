@@ -164,6 +164,10 @@ def chart(summary, path):
                         yerr=[np.nan_to_num(g["gap_std"]) for g in line], marker="o",
                         capsize=3, label=f"{other.replace('_', ' ')} = {value:g}")
         ax.axhline(0.0, color="grey", linewidth=0.8)
+        if x == "train_fraction":
+            ax.set_xscale("log")
+        values = sorted({g[x] for g in summary["gaps"]})
+        ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set_xlabel(label)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("MDL - best baseline, test AUC\n(mean over cells; ± std over seeds)")
