@@ -33,7 +33,6 @@ import os
 import shlex
 import sys
 import time
-import warnings
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -215,7 +214,6 @@ def main(argv=None):
     if not args.dataset:
         raise SystemExit("--dataset is required")
     logging.set_verbosity(logging.WARNING)
-    warnings.filterwarnings("ignore", message="Mean of empty slice")
     settings = quality.settings_from_args(args)
     specs = [args.mdl, *args.baselines]
     for spec in specs:

@@ -53,7 +53,6 @@ import os
 import shlex
 import sys
 import time
-import warnings
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -915,7 +914,6 @@ def main(argv=None):
     if not args.dataset:
         raise SystemExit("--dataset is required")
     logging.set_verbosity(logging.WARNING)
-    warnings.filterwarnings("ignore", message="Mean of empty slice")
     settings = settings_from_args(args)
     for spec in args.models:
         parse_spec(spec)                       # fail on a bad spec before any work
