@@ -4,6 +4,7 @@ A recipe is a module here with `prepare(out_dir, raw_dir=None, **recipe_options)
 that writes the files its schema's `files:` section names (`recipe_options` come from the
 schema). `resolve()` runs it once per output dir and raw input.
 """
+import dataclasses
 import importlib
 import json
 import os
@@ -11,7 +12,7 @@ import os
 from mdl_tf import schema as schema_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILTIN = ("synthetic", "movielens", "movielens_time", "census")
+BUILTIN = ("synthetic", "movielens", "movielens_time", "census", "epinions")
 
 
 def schema_path(dataset):
@@ -23,6 +24,13 @@ def schema_path(dataset):
 
 def load_schema(dataset):
     return schema_lib.load(schema_path(dataset))
+
+
+def write_recipe_free_schema(dataset, out_dir):
+    """out_dir/schema.yaml: built-in schema `dataset` without its recipe, so the files a
+    recipe wrote into out_dir train with `--dataset <out_dir>/schema.yaml` directly."""
+    schema = dataclasses.replace(load_schema(dataset), recipe=None)
+    schema_lib.dump(schema, os.path.join(out_dir, "schema.yaml"))
 
 
 def resolve(schema, data_dir=None, work_dir=None):

@@ -17,11 +17,10 @@ md5 bucket 0-7 train, 8 valid, 9 test (79,529 / 10,071 / 10,162 rows of the test
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gzip
 import os
 
-from mdl_tf import schema as schema_lib
+from mdl_tf import datasets
 from mdl_tf.datasets.splits import reference_split
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -114,8 +113,7 @@ def prepare(out_dir, raw_dir=None, raw_file=DEFAULT_RAW_FILE):
     os.makedirs(out_dir, exist_ok=True)
     for name, rows in parts.items():
         write_csv(os.path.join(out_dir, f"{name}.csv"), rows)
-    schema = schema_lib.load(os.path.join(HERE, "census.yaml"))
-    schema_lib.dump(dataclasses.replace(schema, recipe=None), os.path.join(out_dir, "schema.yaml"))
+    datasets.write_recipe_free_schema("census", out_dir)
     return out_dir
 
 

@@ -24,10 +24,9 @@ wherever the user keeps them and nothing derived from them belongs in the reposi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
-from mdl_tf import schema as schema_lib
+from mdl_tf import datasets
 from mdl_tf.datasets.splits import reference_split
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -134,8 +133,7 @@ def prepare(out_dir, raw_dir=None, split="random"):
     os.makedirs(out_dir, exist_ok=True)
     for name, rows in parts.items():
         write_csv(os.path.join(out_dir, f"{name}.csv"), rows)
-    schema = schema_lib.load(os.path.join(HERE, SCHEMAS[split]))
-    schema_lib.dump(dataclasses.replace(schema, recipe=None), os.path.join(out_dir, "schema.yaml"))
+    datasets.write_recipe_free_schema(os.path.join(HERE, SCHEMAS[split]), out_dir)
     return out_dir
 
 
