@@ -1,26 +1,42 @@
 """Quality benchmark: MDL against the baselines per scenario x task (MDL paper, Tables 1-2).
 
     python -m benchmarks.quality --dataset movielens100k --seeds 3
-    python -m benchmarks.quality --dataset census --models mdl mmoe ple --seeds 3
+    python -m benchmarks.quality --dataset census --models mdl mmoe ple sk_hgb --seeds 3
+    python -m benchmarks.quality --dataset epinions --tune_train_fraction 0.3 --steps_per_eval 100
     python -m benchmarks.quality --dataset synthetic --models mdl mdl:task_tokens=false
 
-Protocol (the same for every model):
+Protocol (the same for every deep model):
 - one backbone (d_model, num_layers, num_heads, ffn_multiplier) for all models; every
-  baseline's width knob (its config's `size_field`) is set so that its parameter count
-  is the closest to MDL's (the parameter budget);
-- Adam for both variable groups, batch `--batch_size`, at most `--epochs` epochs with
-  early stopping on the mean validation AUC over tasks (best weights restored);
-- the learning rate of each model is picked from `--lrs` by that validation AUC with
-  seed 0 (the test split is never looked at for any choice); then seeds 1..N-1 train at
-  the chosen rate, and the N runs at that rate are evaluated on the test split.
-A model spec `name:key=value:key=value` trains a config variant (e.g. an MDL ablation),
-with the same budget rule for baselines and no resizing for MDL variants.
+  baseline's width knob (its config's `size_field`) is set so that its parameter count is
+  the closest to MDL's: by default the *dense* parameters (`--budget dense`: every
+  trainable weight but the embedding tables), or all of them (`--budget total`);
+- the optimiser pair (`--optimizer_pair`): Adam for both variable groups, or the paper's
+  RMSProp (dense weights) + Adagrad (embedding tables, a small initial accumulator and
+  `--adagrad_lr_scale` x the learning rate, suited to a batch-mean loss);
+- every `--steps_per_eval` steps (default: once per epoch) the exact validation AUC
+  (mdl_tf.metrics, no thresholds) of every scenario x task cell is computed; their mean
+  drives early stopping (`--patience` evaluations without improvement; best weights
+  restored) and every choice below;
+- tuning, on validation only: the learning rate (`--lrs`) x the decoupled weight decay of
+  the embedding tables (`--weight_decays`; the tables are what memorises the IDs), each
+  point trained with `--tune_seeds` seeds on a fixed `--tune_train_fraction` of the
+  training rows; the point with the best mean over those seeds wins. `--trials N` replaces
+  the grid by N Optuna (TPE) trials over the same ranges;
+- `--seeds` runs at the chosen point on `--train_fraction` of the training rows (the same
+  valid/test rows), evaluated on the test split (the test split is never used for a choice).
+A model spec `name:key=value:...` trains a config variant (e.g. an MDL ablation), with
+the same budget rule for baselines and no resizing for MDL variants; the key
+`optimizer_pair` sets the pair of that spec alone (`mdl:optimizer_pair=rmsprop_adagrad`).
+`sk_logreg` and `sk_hgb` are scikit-learn reference rows (benchmarks/reference_models.py).
 
-Writes benchmarks/results/<dataset>.json (`{"dataset", "command", "models", "params",
-"cells": [{"scenario", "task", "results": {model: {auc_mean, auc_std, gauc_mean,
-gauc_std}}, ...}], ...}`), <dataset>.md (tables: AUC/GAUC mean ± std per cell, best
-baseline, MDL's relative gain, whether it exceeds the seed noise, a paired bootstrap on
-the test rows; parameter counts, learning rates, training time) and <dataset>.png.
+Writes <out_dir>/<name>.json (`{"dataset", "command", "models", "params": {model: {dense,
+total}}, "cells": [{"scenario", "task", "results": {model: {auc_mean, auc_std, gauc_mean,
+gauc_std, logloss_mean, logloss_std, per_seed: {auc, gauc, logloss}}}, ...}], "overall",
+"mean_over_cells", "chosen", "tuning", ...}`; std = sample std over seeds), <name>.md
+(tables: metrics per cell, the mean over cells, the overall AUC per task, MDL against the
+best baseline with a paired bootstrap on the test rows; parameters, chosen settings,
+training time) and <name>.png. Progress: one line per training run, with an estimate of
+the time left for the whole command.
 
 The data is parsed and encoded once per dataset (the feature encoder has no weights and
 is the same for every model) and kept in memory; training runs without XLA by default,
@@ -30,7 +46,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import math
 import os
 import shlex
 import sys
@@ -41,28 +59,43 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from benchmarks import reference_models
 from mdl_tf import data, datasets, metrics, train
 from mdl_tf.datasets import synthetic
-from mdl_tf.models import build_model, make_config
 from mdl_tf.layers import FeatureEncoder
+from mdl_tf.models import build_model, make_config
 from mdl_tf.models.registry import BASELINES, MODELS
 
-DATASETS = {"movielens100k": "movielens", "census": "census", "synthetic": "synthetic",
-            "epinions": "epinions"}
+DATASETS = {"movielens100k": "movielens", "census": "census", "epinions": "epinions",
+            "synthetic": "synthetic"}
 REFERENCE = "mdl"
 SYNTHETIC_ROWS = {"train": 80_000, "valid": 10_000, "test": 10_000}
 BOOTSTRAP_ROUNDS = 500
+SUBSET_SEED = 0          # the rows of a --train_fraction subset: the same for every model
+OPTIMIZER_PAIRS = {"adam": ("adam", "adam"), "rmsprop_adagrad": ("rmsprop", "adagrad")}
+RUN_OPTIONS = ("optimizer_pair",)   # spec keys that are benchmark settings, not config
+BUDGETS = ("dense", "total")
 
 
 @dataclasses.dataclass
 class Settings:
     backbone: dict
     lrs: list
-    seeds: int
-    epochs: int
-    patience: int
-    batch_size: int
-    jit_compile: bool
+    weight_decays: list
+    seeds: int = 3
+    tune_seeds: int = 2
+    trials: int = 0                  # > 0: Optuna trials instead of the grid
+    epochs: int = 6
+    patience: int = 2
+    steps_per_eval: int = 0          # 0: once per epoch
+    batch_size: int = 1024
+    budget: str = "dense"
+    optimizer_pair: str = "adam"
+    adagrad_initial_accumulator: float = 1e-6
+    adagrad_lr_scale: float = 10.0
+    train_fraction: float = 1.0
+    tune_train_fraction: float = 1.0
+    jit_compile: bool = False
     warmup_steps: int = 0
 
 
@@ -73,11 +106,40 @@ class Split:
     labels: np.ndarray     # [N, N_t]
     groups: np.ndarray | None
 
+    def __len__(self):
+        return len(self.labels)
+
     def dataset(self, batch_size, seed=None):
+        """With a seed: the endless shuffled training stream; else one pass in order."""
         ds = tf.data.Dataset.from_tensor_slices((self.encoded, self.labels))
         if seed is not None:
-            ds = ds.shuffle(len(self.labels), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True).repeat()
         return ds.batch(batch_size, drop_remainder=seed is not None).prefetch(2)
+
+    def take(self, rows):
+        return Split({k: v[rows] for k, v in self.encoded.items()}, self.labels[rows],
+                     None if self.groups is None else self.groups[rows])
+
+    def subset(self, fraction):
+        """A fixed share of the rows, the same for every model and seed; nested (a smaller
+        fraction's rows are among a larger one's)."""
+        if fraction >= 1.0:
+            return self
+        order = np.random.default_rng(SUBSET_SEED).permutation(len(self))
+        return self.take(np.sort(order[:max(1, round(fraction * len(self)))]))
+
+
+@dataclasses.dataclass
+class BenchData:
+    """A schema and its encoded splits; training subsets are cut once per fraction."""
+    schema: object
+    splits: dict           # {"train", "valid", "test": Split}
+    _subsets: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def train(self, fraction):
+        if fraction not in self._subsets:
+            self._subsets[fraction] = self.splits["train"].subset(fraction)
+        return self._subsets[fraction]
 
 
 # --- data --------------------------------------------------------------------------------
@@ -86,11 +148,12 @@ def prepare_dataset(name, data_dir, work_dir, synthetic_rows=None, schema_path=N
     built-in schema of a recipe dataset (e.g. the same files with other feature groups)."""
     if name == "synthetic":
         rows = synthetic_rows or SYNTHETIC_ROWS
-        out = os.path.join(work_dir, f"synthetic_data_{rows['train']}")
+        out = os.path.join(work_dir, "synthetic_data_" + "_".join(
+            str(rows[s]) for s in ("train", "valid", "test")))
         if not os.path.exists(os.path.join(out, "schema.yaml")):
             synthetic.prepare(out, rows=rows)
-        schema = datasets.load_schema(os.path.join(out, "schema.yaml"))
-        return schema, datasets.resolve(schema, None)
+        schema = datasets.load_schema(schema_path or os.path.join(out, "schema.yaml"))
+        return schema, out
     schema = datasets.load_schema(schema_path or DATASETS[name])
     return schema, datasets.resolve(schema, data_dir, os.path.join(work_dir, f"{name}_data"))
 
@@ -111,139 +174,411 @@ def load_splits(schema, data_dir):
     return out
 
 
+def load_data(args):
+    """BenchData of the dataset the common flags name."""
+    rows = None
+    if args.synthetic_rows:
+        rows = dict(zip(("train", "valid", "test"), map(int, args.synthetic_rows.split(","))))
+    schema, data_dir = prepare_dataset(args.dataset, args.data_dir, args.work_dir, rows,
+                                       schema_path=args.schema)
+    return BenchData(schema, load_splits(schema, data_dir))
+
+
 # --- models and the parameter budget -------------------------------------------------------
 def parse_spec(spec):
-    """'name:key=value:...' -> (name, {key: value})."""
+    """'name:key=value:...' -> (name, config overrides, benchmark settings of this spec)."""
     name, *items = spec.split(":")
+    if name in reference_models.MODELS:
+        if items:
+            raise SystemExit(f"'{spec}': the scikit-learn rows take no options")
+        return name, {}, {}
     if name not in MODELS:
-        raise SystemExit(f"unknown model '{name}' in '{spec}'; choose from {', '.join(MODELS)}")
-    overrides = dict(item.split("=", 1) for item in items)
-    return name, overrides
+        raise SystemExit(f"unknown model '{name}' in '{spec}'; choose from "
+                         f"{', '.join([*MODELS, *reference_models.MODELS])}")
+    pairs = dict(item.split("=", 1) for item in items)
+    options = {k: pairs.pop(k) for k in RUN_OPTIONS if k in pairs}
+    if options.get("optimizer_pair", "adam") not in OPTIMIZER_PAIRS:
+        raise SystemExit(f"'{spec}': optimizer_pair must be one of {', '.join(OPTIMIZER_PAIRS)}")
+    return name, pairs, options
 
 
-def count_params(name, schema, overrides):
+def param_counts(model):
+    """{"dense": trainable weights other than the embedding tables, "total": all weights}."""
+    _, dense = model.variable_groups()
+    return {"dense": int(sum(np.prod(v.shape) for v in dense)),
+            "total": int(model.count_params())}
+
+
+def count_params(name, schema, overrides, budget="total"):
     model = build_model(name, schema, make_config(name, overrides)).build_from_schema()
-    return model.count_params()
+    return param_counts(model)[budget]
 
 
-def sized_overrides(name, schema, overrides, target):
-    """Overrides with the model's size_field set so its parameter count is closest to target
-    (bisection on the width: the count grows with it)."""
+def budget_target(schema, settings):
+    """The reference model's parameter count under the budget rule."""
+    return count_params(REFERENCE, schema, settings.backbone, settings.budget)
+
+
+def sized_overrides(name, schema, overrides, target, budget="total"):
+    """Overrides with the model's size_field set so its parameter count (under `budget`)
+    is closest to target (bisection on the width: the count grows with it)."""
     field = MODELS[name].config_class.size_field
     if name == REFERENCE or field in overrides:
         return overrides
+
+    @functools.lru_cache(maxsize=None)
+    def count(units):
+        return count_params(name, schema, {**overrides, field: units}, budget)
     lo, hi = 4, 4096
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if count_params(name, schema, {**overrides, field: mid}) <= target:
+        if count(mid) <= target:
             lo = mid
         else:
             hi = mid
-    best = min((lo, hi), key=lambda u: abs(count_params(name, schema, {**overrides, field: u})
-                                           - target))
-    return {**overrides, field: best}
+    return {**overrides, field: min((lo, hi), key=lambda u: abs(count(u) - target))}
 
 
-# --- training and evaluation ---------------------------------------------------------------
-class Runs:
-    """Training runs of one model spec. The model is built and compiled once, and
-    re-initialised for every (learning rate, seed): weights from a fresh model built
-    with that seed, optimizer slots and step counters zeroed. The training and
-    validation steps are then traced once per spec instead of once per run."""
-
-    def __init__(self, name, overrides, schema, settings):
-        self.name, self.overrides, self.schema, self.settings = name, overrides, schema, settings
-        self.model = self._build(seed=0)
-        train.compile_model(self.model, train.TrainOptions(
-            learning_rate=settings.lrs[0], jit_compile=settings.jit_compile))
-
-    def _build(self, seed):
-        tf.keras.utils.set_random_seed(seed)
-        return build_model(self.name, self.schema,
-                           make_config(self.name, self.overrides)).build_from_schema()
-
-    def _reset(self, lr, seed):
-        self.model.set_weights(self._build(seed).get_weights())
-        for optimizer, _ in self.model.optimizer_groups():
-            for v in optimizer.variables():        # Adam: iteration, m and v slots
-                v.assign(tf.zeros_like(v))
-        train.set_learning_rates(self.model, lr)
-
-    def fit(self, splits, lr, seed):
-        """Trains with early stopping; (seconds, validation AUC per epoch)."""
-        self._reset(lr, seed)
-        tf.keras.utils.set_random_seed(seed)
-        callbacks = [train.MeanValidationAUC(self.schema.task_names)]
-        if self.settings.warmup_steps:
-            callbacks.append(LinearWarmup(lr, self.settings.warmup_steps))
-        if self.settings.patience > 0:
-            callbacks.append(tf.keras.callbacks.EarlyStopping(
-                "val_auc_mean", mode="max", patience=self.settings.patience,
-                restore_best_weights=True))
-        start = time.time()
-        history = self.model.fit(splits["train"].dataset(self.settings.batch_size, seed=seed),
-                                 validation_data=splits["valid"].dataset(8192),
-                                 epochs=self.settings.epochs, callbacks=callbacks, verbose=0)
-        return time.time() - start, [round(v, 4) for v in history.history["val_auc_mean"]]
-
-
-class LinearWarmup(tf.keras.callbacks.Callback):
-    """Ramps every optimizer's learning rate linearly from 0 to its rate over the first
-    steps (`lr`; an MDL domain_learning_rate where set)."""
-
-    def __init__(self, lr, steps):
-        super().__init__()
-        self.lr, self.steps, self.step = lr, steps, 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.step <= self.steps:
-            train.set_learning_rates(self.model, self.lr, min(1.0, (self.step + 1) / self.steps))
-        self.step += 1
-
-
+# --- evaluation ----------------------------------------------------------------------------
 def predict(model, split):
     logits = model.predict(tf.data.Dataset.from_tensor_slices(split.encoded).batch(8192),
                            verbose=0)
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))             # [N, N_t]
 
 
-def cell_metrics(schema, split, probs):
-    return metrics.scenario_task_metrics(probs, split.labels, split.encoded[data.SCENARIO_KEY],
-                                         schema.scenario_names, schema.task_names, split.groups)
+def cell_metrics(schema, split, probs, with_groups=True):
+    return metrics.scenario_task_metrics(
+        probs, split.labels, split.encoded[data.SCENARIO_KEY], schema.scenario_names,
+        schema.task_names, split.groups if with_groups else None)
 
 
-def mean_overall_auc(result):
-    return float(np.mean([c["auc"] for c in result["overall"].values()]))
+def nanmean(values):
+    """Mean of the finite values; NaN when there is none (e.g. GAUC without groups)."""
+    values = np.asarray(values, float)
+    return float(values[~np.isnan(values)].mean()) if (~np.isnan(values)).any() else math.nan
 
 
-def run_model(spec, schema, splits, settings, target, log):
-    """LR grid on validation (seed 0), then the remaining seeds at the chosen rate."""
-    name, overrides = parse_spec(spec)
-    overrides = sized_overrides(name, schema, {**settings.backbone, **overrides}, target)
-    runs = Runs(name, overrides, schema, settings)
-    grid, results = {}, {}
-    for lr in settings.lrs:
-        seconds, curve = runs.fit(splits, lr, seed=0)
-        grid[lr] = mean_overall_auc(cell_metrics(schema, splits["valid"],
-                                                 predict(runs.model, splits["valid"])))
-        results[lr] = [(predict(runs.model, splits["test"]), seconds, len(curve))]
-        log(f"{spec} lr={lr:g}: valid mean AUC {grid[lr]:.4f} ({seconds:.0f}s, curve {curve})")
-    lr = max(grid, key=grid.get)
-    for seed in range(1, settings.seeds):
-        seconds, curve = runs.fit(splits, lr, seed)
-        results[lr].append((predict(runs.model, splits["test"]), seconds, len(curve)))
-        log(f"{spec} lr={lr:g} seed={seed}: {seconds:.0f}s, curve {curve}")
-    chosen = results[lr]
-    probs = [r[0] for r in chosen]
-    return {"spec": spec, "config": overrides, "params": int(runs.model.count_params()),
-            "lr": lr, "valid_auc_by_lr": {f"{k:g}": round(v, 5) for k, v in grid.items()},
-            "test": [cell_metrics(schema, splits["test"], p) for p in probs],
-            "mean_probs": np.mean(probs, axis=0),
-            "train_seconds": float(np.mean([r[1] for r in chosen])),
-            "epochs": [r[2] for r in chosen]}
+def sample_std(values):
+    """Sample standard deviation (ddof=1) over seeds; NaN for a single seed."""
+    values = np.asarray(values, float)
+    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+
+
+def cell_values(result, key="auc"):
+    """[value of every scenario x task cell] of one scenario_task_metrics result."""
+    return [c[key] for tasks in result["scenarios"].values() for c in tasks.values()]
+
+
+def mean_cell_auc(schema, split, probs):
+    """The selection metric: the mean over scenario x task cells of the exact AUC."""
+    return nanmean(cell_values(cell_metrics(schema, split, probs, with_groups=False)))
+
+
+class ExactValidationScore(tf.keras.callbacks.Callback):
+    """Adds `val_auc_exact` = score_fn(model) to the logs at the end of every Keras epoch
+    (here: every steps_per_eval training steps), for EarlyStopping to monitor; keeps
+    the curve [(step, score)]. score_fn computes the exact AUC on all validation rows, not
+    Keras' 200-threshold approximation (which lumps the scores of a rare task together)."""
+
+    KEY = "val_auc_exact"
+
+    def __init__(self, score_fn, steps_per_eval):
+        super().__init__()
+        self.score_fn, self.steps_per_eval = score_fn, steps_per_eval
+        self.curve = []
+
+    def on_train_begin(self, logs=None):
+        self.curve = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = float(self.score_fn(self.model))
+        self.curve.append(((epoch + 1) * self.steps_per_eval, round(score, 5)))
+        if logs is not None:
+            logs[self.KEY] = score
+
+
+def exact_early_stopping(score_fn, steps_per_eval, patience, periods):
+    """[ExactValidationScore, EarlyStopping on it] (in this order: the second reads the
+    first's log). patience <= 0: no early stop, the best evaluation is still restored."""
+    score = ExactValidationScore(score_fn, steps_per_eval)
+    stop = tf.keras.callbacks.EarlyStopping(
+        score.KEY, mode="max", patience=patience if patience > 0 else periods,
+        restore_best_weights=True)
+    return [score, stop]
+
+
+# --- training runs -------------------------------------------------------------------------
+class Runs:
+    """Training runs of one model spec. The model is built and compiled once, and
+    re-initialised for every (learning rate, weight decay, seed): weights from a fresh
+    model built with that seed, optimizer variables back to their initial values. The
+    training and prediction steps are then traced once per spec (and weight decay) instead
+    of once per run. Finished runs are kept: a tuning run on the final training rows is
+    reused as a final seed."""
+
+    def __init__(self, name, overrides, bench, settings):
+        self.name, self.overrides, self.bench, self.settings = name, overrides, bench, settings
+        self.model = self._build(seed=0)
+        dense, embedding = OPTIMIZER_PAIRS[settings.optimizer_pair]
+        train.compile_model(self.model, train.TrainOptions(
+            learning_rate=settings.lrs[0], optimizer=dense, embedding_optimizer=embedding,
+            adagrad_initial_accumulator=settings.adagrad_initial_accumulator,
+            jit_compile=settings.jit_compile))
+        self.embedding_lr_scale = settings.adagrad_lr_scale if embedding == "adagrad" else 1.0
+        # The dense, embedding and (MDL domain_learning_rate / domain_weight_decay) domain
+        # optimizers: every one is reset between runs.
+        self.optimizers = [o for o, _ in self.model.optimizer_groups()]
+        # Every optimizer variable starts as a constant (step 0, zero moments, Adagrad's
+        # initial accumulator): keep that constant, not a copy of the slots.
+        self.initial = [(v, tf.reshape(v, [-1])[0].numpy()) for o in self.optimizers
+                        for v in o.variables()]
+        self.done = {}
+
+    def _build(self, seed):
+        tf.keras.utils.set_random_seed(seed)
+        return build_model(self.name, self.bench.schema,
+                           make_config(self.name, self.overrides)).build_from_schema()
+
+    def _reset(self, lr, weight_decay, seed):
+        self.model.set_weights(self._build(seed).get_weights())
+        for v, value in self.initial:
+            v.assign(tf.fill(tf.shape(v), tf.constant(value, v.dtype)))
+        train.set_learning_rates(self.model, lr)
+        embedding = self.model.embedding_optimizer
+        embedding.learning_rate = lr * self.embedding_lr_scale
+        if (weight_decay or None) != embedding.weight_decay:
+            # The decay is read when the train step is traced: trace it again.
+            embedding.weight_decay = weight_decay or None
+            self.model.train_function = None
+
+    def run(self, fraction, lr, weight_decay, seed, report):
+        """Trains on `fraction` of the training rows (once per arguments) and returns
+        {"valid_auc", "best_step", "steps", "seconds", "curve"}, plus "test_probs" when
+        the rows are the final ones (--train_fraction). `report(work, text)` is called
+        after every run that trained."""
+        key = (fraction, lr, weight_decay, seed)
+        if key not in self.done:
+            result = self.fit(self.bench.train(fraction), lr, weight_decay, seed)
+            if fraction == self.settings.train_fraction:
+                result["test_probs"] = predict(self.model, self.bench.splits["test"])
+            report(fraction, f"lr={lr:.3g} wd={weight_decay:g} seed={seed} "
+                   f"rows={fraction:g}: valid AUC {result['valid_auc']:.4f} at step "
+                   f"{result['best_step']}/{result['steps']} ({result['seconds']:.0f}s)")
+            self.done[key] = result
+        return self.done[key]
+
+    def fit(self, train_split, lr, weight_decay, seed):
+        s, valid = self.settings, self.bench.splits["valid"]
+        self._reset(lr, weight_decay, seed)
+        tf.keras.utils.set_random_seed(seed)
+        per_epoch = max(1, len(train_split) // s.batch_size)
+        every = min(s.steps_per_eval or per_epoch, per_epoch * s.epochs)
+        periods = max(1, math.ceil(s.epochs * per_epoch / every))
+        callbacks = exact_early_stopping(
+            lambda model: mean_cell_auc(self.bench.schema, valid, predict(model, valid)),
+            every, s.patience, periods)
+        if s.warmup_steps:
+            callbacks.append(LinearWarmup(
+                [(o, o.learning_rate.numpy()) for o in self.optimizers], s.warmup_steps))
+        start = time.time()
+        self.model.fit(train_split.dataset(s.batch_size, seed=seed), steps_per_epoch=every,
+                       epochs=periods, callbacks=callbacks, verbose=0)
+        score, stop = callbacks[:2]
+        return {"valid_auc": stop.best if np.isfinite(stop.best) else math.nan,
+                "best_step": (stop.best_epoch + 1) * every,
+                "steps": len(score.curve) * every, "seconds": time.time() - start,
+                "curve": score.curve}
+
+
+class LinearWarmup(tf.keras.callbacks.Callback):
+    """Ramps each optimizer's learning rate linearly from 0 to its target over the first
+    steps. `targets`: [(optimizer, learning rate)]."""
+
+    def __init__(self, targets, steps):
+        super().__init__()
+        self.targets, self.steps, self.step = targets, steps, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step <= self.steps:
+            for optimizer, lr in self.targets:
+                optimizer.learning_rate = lr * min(1.0, (self.step + 1) / self.steps)
+        self.step += 1
+
+
+class Progress:
+    """One line per finished training run: elapsed time and an estimate of the time left
+    for the whole command (the remaining work at the rate so far; a run's work is the
+    share of the training rows it trains on, so the estimate ignores that models differ
+    in speed)."""
+
+    def __init__(self, total_work):
+        self.total, self.work, self.start = float(total_work), 0.0, time.time()
+
+    def reporter(self, label):
+        def report(work, text):
+            self.work += work
+            elapsed = time.time() - self.start
+            left = elapsed / self.work * max(self.total - self.work, 0.0) if self.work else 0
+            self.log(f"{label} {text}; ~{_minutes(left)} left")
+        return report
+
+    def log(self, text):
+        print(f"[{_minutes(time.time() - self.start)}] {text}", flush=True)
+
+
+def _minutes(seconds):
+    return f"{seconds / 60:.1f} min"
+
+
+def planned_work(spec, settings):
+    """The work Progress counts for one spec (see Progress), before it runs."""
+    name, _, options = parse_spec(spec)
+    if name in reference_models.MODELS:       # one unit per fit, reused fits excluded
+        points, seeds = len(reference_models.GRIDS[name]), reference_models.seeds(
+            name, settings.seeds)
+        tuning = min(settings.tune_seeds, seeds) if points > 1 else 0
+        return points * tuning + seeds - tuning
+    s = dataclasses.replace(settings, **options)
+    points = s.trials or len(s.lrs) * len(s.weight_decays)
+    tuning = points * s.tune_seeds * s.tune_train_fraction if points > 1 else 0.0
+    finals = s.seeds * s.train_fraction
+    if tuning and s.tune_train_fraction == s.train_fraction:
+        finals -= min(s.seeds, s.tune_seeds) * s.train_fraction     # reused tuning runs
+    return tuning + finals
+
+
+# --- tuning --------------------------------------------------------------------------------
+def choose(points, seeds, score):
+    """(best point, trials): every point's validation score per seed and their mean; the
+    best mean wins. `score(point, seed)` -> float; points are dicts."""
+    trials = []
+    for point in points:
+        scores = [score(point, seed) for seed in seeds]
+        trials.append({**point, "valid_auc_per_seed": [round(v, 5) for v in scores],
+                       "valid_auc_mean": round(float(np.mean(scores)), 5)})
+    best = max(trials, key=lambda t: -math.inf if np.isnan(t["valid_auc_mean"])
+               else t["valid_auc_mean"])
+    return {k: best[k] for k in points[0]}, trials
+
+
+def tune(runs, settings, report):
+    """(chosen {"learning_rate", "weight_decay"}, trials) on the validation split, each
+    point trained with settings.tune_seeds seeds on the tuning rows. A grid of one point
+    is not tuned (no trials)."""
+    seeds = range(settings.tune_seeds)
+
+    def score(point, seed):
+        return runs.run(settings.tune_train_fraction, point["learning_rate"],
+                        point["weight_decay"], seed, report)["valid_auc"]
+    if settings.trials:
+        return optuna_search(settings, lambda point: choose([point], seeds, score)[1][0])
+    # Weight decay outermost: the train step is traced again only when it changes.
+    points = [{"learning_rate": lr, "weight_decay": wd}
+              for wd in settings.weight_decays for lr in settings.lrs]
+    if len(points) == 1:
+        return points[0], []
+    return choose(points, seeds, score)
+
+
+def optuna_search(settings, evaluate):
+    """settings.trials Optuna TPE trials: log-uniform learning rate in [min, max] of
+    settings.lrs, weight decay one of settings.weight_decays. `evaluate(point)` -> trial
+    record (see choose); returns (best point, trials)."""
+    try:
+        import optuna
+    except ImportError:
+        raise SystemExit("--trials needs Optuna: pip install -e '.[bench]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    lo, hi = min(settings.lrs), max(settings.lrs)
+    trials = []
+
+    def objective(trial):
+        point = {"learning_rate": trial.suggest_float("learning_rate", lo, hi, log=True)
+                 if lo < hi else lo,
+                 "weight_decay": trial.suggest_categorical("weight_decay",
+                                                           settings.weight_decays)}
+        trials.append(evaluate(point))
+        return trials[-1]["valid_auc_mean"]
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, n_trials=settings.trials)
+    return dict(study.best_params, **({} if lo < hi else {"learning_rate": lo})), trials
+
+
+# --- one model ----------------------------------------------------------------------------
+def run_model(spec, bench, settings, target, progress):
+    """Sizing, tuning on validation, then the final seeds: the result of one spec."""
+    name, overrides, options = parse_spec(spec)
+    if name in reference_models.MODELS:
+        return run_reference(name, bench, settings, progress)
+    s = dataclasses.replace(settings, **options)
+    overrides = sized_overrides(name, bench.schema, {**s.backbone, **overrides}, target,
+                                s.budget)
+    runs = Runs(name, overrides, bench, s)
+    report = progress.reporter(spec)
+    chosen, trials = tune(runs, s, report)
+    finals = [runs.run(s.train_fraction, chosen["learning_rate"], chosen["weight_decay"],
+                       seed, report) for seed in range(s.seeds)]
+    return {**final_result(spec, bench, [f["test_probs"] for f in finals],
+                           [f["valid_auc"] for f in finals]),
+            "config": overrides, "params": param_counts(runs.model),
+            "chosen": {**chosen, "optimizer_pair": s.optimizer_pair}, "tuning": trials,
+            "train_seconds": float(np.mean([f["seconds"] for f in finals])),
+            "best_steps": [f["best_step"] for f in finals]}
+
+
+def run_reference(name, bench, settings, progress):
+    """A scikit-learn reference row: its grid chosen on validation (mean over the tuning
+    seeds, or one fit when the estimator is deterministic), then the final seeds; trained
+    on --train_fraction of the training rows."""
+    report = progress.reporter(name)
+    valid, test = bench.splits["valid"], bench.splits["test"]
+    fits = {}
+
+    def fit(point, seed):
+        key = (tuple(sorted(point.items())), seed)
+        if key not in fits:
+            start = time.time()
+            probs = reference_models.fit_predict(name, bench.schema,
+                                                 bench.train(settings.train_fraction),
+                                                 [valid, test], point, seed)
+            fits[key] = {"valid_auc": mean_cell_auc(bench.schema, valid, probs[0]),
+                         "test_probs": probs[1], "seconds": time.time() - start}
+            report(1.0, f"{point} seed={seed}: valid AUC {fits[key]['valid_auc']:.4f} "
+                   f"({fits[key]['seconds']:.0f}s)")
+        return fits[key]
+    grid, seeds = reference_models.GRIDS[name], reference_models.seeds(name, settings.seeds)
+    chosen, trials = grid[0], []
+    if len(grid) > 1:
+        chosen, trials = choose(grid, range(min(settings.tune_seeds, seeds)),
+                                lambda point, seed: fit(point, seed)["valid_auc"])
+    finals = [fit(chosen, seed) for seed in range(seeds)]
+    return {**final_result(name, bench, [f["test_probs"] for f in finals],
+                           [f["valid_auc"] for f in finals]),
+            "config": reference_models.describe(name), "params": None, "chosen": chosen,
+            "tuning": trials, "train_seconds": float(np.mean([f["seconds"] for f in finals])),
+            "best_steps": None}
+
+
+def final_result(spec, bench, test_probs, valid_aucs):
+    return {"spec": spec, "valid_auc": [round(v, 5) for v in valid_aucs],
+            "test": [cell_metrics(bench.schema, bench.splits["test"], p) for p in test_probs],
+            "mean_probs": np.mean(test_probs, axis=0)}
 
 
 # --- summary -------------------------------------------------------------------------------
+METRICS = ("auc", "gauc", "logloss")
+
+
+def seed_stats(per_seed):
+    """{metric: [value per seed]} -> {metric_mean, metric_std (sample std), per_seed}."""
+    out = {}
+    for key, values in per_seed.items():
+        out[f"{key}_mean"] = float(np.mean(values))
+        out[f"{key}_std"] = sample_std(values)
+    return {**out, "per_seed": per_seed}
+
+
 def paired_bootstrap_p(labels, better, worse, rng, rounds=BOOTSTRAP_ROUNDS):
     """Fraction of row resamples where AUC(better) <= AUC(worse): a one-sided p-value."""
     n, losses = len(labels), 0
@@ -262,23 +597,29 @@ def summarise(dataset, command, schema, split, results, settings):
     cells = []
     for k, scenario in enumerate(schema.scenario_names):
         for n, task in enumerate(schema.task_names):
-            cell = {"scenario": scenario, "task": task, "results": {}}
-            for spec in specs:
-                runs = [m["scenarios"][scenario][task] for m in by_spec[spec]["test"]]
-                cell["results"][spec] = {
-                    f"{key}_{stat}": float(fn([r[key] for r in runs]))
-                    for key in ("auc", "gauc") for stat, fn in (("mean", np.mean),
-                                                                ("std", np.std))}
+            cell = {"scenario": scenario, "task": task, "results": {
+                spec: seed_stats({key: [m["scenarios"][scenario][task][key]
+                                        for m in by_spec[spec]["test"]] for key in METRICS})
+                for spec in specs}}
             if REFERENCE in by_spec and baselines:
                 cell.update(compare(cell["results"], baselines, split, k, n, by_spec, rng))
             cells.append(cell)
     return {"dataset": dataset, "command": command, "models": specs,
             "params": {s: by_spec[s]["params"] for s in specs},
             "cells": cells,
-            "learning_rate": {s: by_spec[s]["lr"] for s in specs},
-            "valid_auc_by_lr": {s: by_spec[s]["valid_auc_by_lr"] for s in specs},
+            "overall": {s: {t: seed_stats({key: [m["overall"][t][key]
+                                                 for m in by_spec[s]["test"]]
+                                           for key in METRICS})
+                            for t in schema.task_names} for s in specs},
+            "mean_over_cells": {s: seed_stats({key: [nanmean(cell_values(m, key))
+                                                     for m in by_spec[s]["test"]]
+                                               for key in METRICS}) for s in specs},
+            "learning_rate": {s: by_spec[s]["chosen"].get("learning_rate") for s in specs},
+            "chosen": {s: by_spec[s]["chosen"] for s in specs},
+            "tuning": {s: by_spec[s]["tuning"] for s in specs},
+            "valid_auc": {s: by_spec[s]["valid_auc"] for s in specs},
             "train_seconds": {s: round(by_spec[s]["train_seconds"], 1) for s in specs},
-            "epochs": {s: by_spec[s]["epochs"] for s in specs},
+            "best_steps": {s: by_spec[s]["best_steps"] for s in specs},
             "configs": {s: by_spec[s]["config"] for s in specs},
             "settings": dataclasses.asdict(settings)}
 
@@ -299,27 +640,42 @@ def compare(results, baselines, split, k, n, by_spec, rng):
 
 # --- reports -------------------------------------------------------------------------------
 def pm(mean, std):
-    return "n/a" if np.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
+    if mean is None or np.isnan(mean):
+        return "n/a"
+    return f"{mean:.4f}" if std is None or np.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def protocol_text(st):
+    grid = (f"{st['trials']} Optuna trials over lr in [{min(st['lrs']):g}, "
+            f"{max(st['lrs']):g}] x embedding weight decay in {st['weight_decays']}"
+            if st["trials"] else f"lr {st['lrs']} x embedding weight decay "
+            f"{st['weight_decays']}")
+    evals = (f"every {st['steps_per_eval']} steps" if st["steps_per_eval"]
+             else "after every epoch")
+    return (f"Backbone for every model: {st['backbone']}. Baselines sized to MDL's "
+            f"{st['budget']} parameter count. Optimisers: {st['optimizer_pair']} (unless the "
+            f"spec says otherwise), batch {st['batch_size']}, at most {st['epochs']} epochs; "
+            f"exact validation AUC (mean over the cells) {evals}, early stopping with "
+            f"patience {st['patience']}, best weights restored. Tuning on validation only: "
+            f"{grid}, {st['tune_seeds']} seeds per point on {st['tune_train_fraction']:g} of "
+            f"the training rows, best mean wins; then {st['seeds']} seeds on "
+            f"{st['train_fraction']:g} of the training rows, evaluated on the test split. "
+            "± is the sample std over seeds.")
 
 
 def markdown(summary):
     specs, cells = summary["models"], summary["cells"]
-    st = summary["settings"]
     lines = [f"# Quality benchmark: {summary['dataset']}", "",
-             f"Command: `{summary['command']}`", "",
-             f"Backbone for every model: {st['backbone']}. Adam (both groups), batch "
-             f"{st['batch_size']}, at most {st['epochs']} epochs, early stopping on the mean "
-             f"validation AUC (patience {st['patience']}); learning rate picked per model from "
-             f"{st['lrs']} on validation with seed 0; {st['seeds']} seeds at that rate, "
-             "evaluated on the test split. Baselines are sized to MDL's parameter count.", "",
+             f"Command: `{summary['command']}`", "", protocol_text(summary["settings"]), "",
              "## Models", "",
-             "| model | params | lr | valid AUC by lr | train s/run | epochs |",
-             "|---|---|---|---|---|---|"]
+             "| model | dense params | total params | chosen | valid AUC (final seeds) | "
+             "train s/run | best step per seed |", "|---|---|---|---|---|---|---|"]
     for s in specs:
-        lines.append(f"| {s} | {summary['params'][s]:,} | {summary['learning_rate'][s]:g} | "
-                     f"{summary['valid_auc_by_lr'][s]} | {summary['train_seconds'][s]} | "
-                     f"{summary['epochs'][s]} |")
-    for key in ("auc", "gauc"):
+        params = summary["params"][s] or {}
+        lines.append(f"| {s} | {_count(params, 'dense')} | {_count(params, 'total')} | "
+                     f"{_point(summary['chosen'][s])} | {summary['valid_auc'][s]} | "
+                     f"{summary['train_seconds'][s]} | {summary['best_steps'][s] or '—'} |")
+    for key in METRICS:
         if all(np.isnan(c["results"][specs[0]][f"{key}_mean"]) for c in cells):
             continue
         lines += ["", f"## Test {key.upper()} (mean ± std over seeds)", "",
@@ -329,14 +685,49 @@ def markdown(summary):
             lines.append(f"| {c['scenario']} | {c['task']} | " + " | ".join(
                 pm(c["results"][s][f"{key}_mean"], c["results"][s][f"{key}_std"])
                 for s in specs) + " |")
+        mean = summary["mean_over_cells"]
         lines.append("| mean of the cells | | " + " | ".join(
-            f"{np.mean([c['results'][s][f'{key}_mean'] for c in cells]):.4f}"
-            for s in specs) + " |")
+            pm(mean[s][f"{key}_mean"], mean[s][f"{key}_std"]) for s in specs) + " |")
+    lines += overall_lines(summary)
+    lines += tuning_lines(summary)
     if "best_baseline" in cells[0]:
         lines += comparison_lines(cells)
     if summary.get("wall_seconds"):
         lines += ["", f"Wall time of the whole command: {summary['wall_seconds'] / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def _count(params, key):
+    return f"{params[key]:,}" if key in params else "—"
+
+
+def _point(point):
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in point.items())
+
+
+def overall_lines(summary):
+    specs, overall = summary["models"], summary["overall"]
+    tasks = list(overall[specs[0]])
+    lines = ["", "## Overall test AUC per task (all scenarios; mean ± std over seeds)", "",
+             "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for s in specs:
+        lines.append(f"| {s} | " + " | ".join(
+            pm(overall[s][t]["auc_mean"], overall[s][t]["auc_std"]) for t in tasks) + " |")
+    return lines
+
+
+def tuning_lines(summary):
+    lines = ["", "## Tuning (validation AUC, mean over the cells, per seed)", ""]
+    for s in summary["models"]:
+        trials = summary["tuning"][s]
+        if not trials:
+            lines.append(f"- {s}: one setting, not tuned")
+            continue
+        lines.append(f"- {s}: " + "; ".join(
+            f"{_point({k: v for k, v in t.items() if not k.startswith('valid_auc')})} -> "
+            f"{t['valid_auc_mean']:.4f} {t['valid_auc_per_seed']}" for t in trials))
+    return lines
 
 
 def comparison_lines(cells):
@@ -353,9 +744,10 @@ def comparison_lines(cells):
                      f"{100 * c['mdl_relative_gain']:+.2f}% | "
                      f"{'yes' if c['exceeds_seed_noise'] else 'no'} | {c['bootstrap_p']:.3f} |")
     lines += ["", f"MDL is above the best baseline in {wins} of {len(cells)} cells; by more "
-              f"than the seed noise (difference of means > sum of the two seed stds) in "
-              f"{clear}; with paired-bootstrap p < 0.05 (seed-averaged predictions, "
-              f"{BOOTSTRAP_ROUNDS} resamples of the cell's test rows) in {significant}."]
+              f"than the seed noise (difference of means > sum of the two sample stds over "
+              f"seeds; needs >= 2 seeds) in {clear}; with paired-bootstrap p < 0.05 "
+              f"(seed-averaged predictions, {BOOTSTRAP_ROUNDS} resamples of the cell's test "
+              f"rows) in {significant}."]
     return lines
 
 
@@ -369,14 +761,14 @@ def chart(summary, path):
     width = 0.8 / len(specs)
     for i, s in enumerate(specs):
         means = [c["results"][s]["auc_mean"] for c in cells]
-        stds = [c["results"][s]["auc_std"] for c in cells]
+        stds = [np.nan_to_num(c["results"][s]["auc_std"]) for c in cells]
         ax.bar(np.arange(len(cells)) + (i - (len(specs) - 1) / 2) * width, means, width,
                yerr=stds, label=s, capsize=2)
     values = [c["results"][s]["auc_mean"] for c in cells for s in specs]
-    ax.set_ylim(min(values) - 0.02, min(1.0, max(values) + 0.01))
+    ax.set_ylim(np.nanmin(values) - 0.02, min(1.0, np.nanmax(values) + 0.01))
     ax.set_xticks(np.arange(len(cells)))
     ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("test AUC (mean ± std over seeds)")
+    ax.set_ylabel("test AUC (mean ± sample std over seeds)")
     ax.set_title(f"{summary['dataset']}: test AUC per scenario x task")
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
@@ -388,10 +780,12 @@ def json_safe(value):
     """NaN (an undefined metric, e.g. GAUC without groups) -> None, recursively."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, float) and np.isnan(value):
-        return None
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
     return value
 
 
@@ -404,12 +798,16 @@ def from_json(value):
     return float("nan") if value is None else value
 
 
-def write_reports(summary, out_dir, write_json=True):
-    os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, summary["dataset"])
-    if write_json:
-        with open(base + ".json", "w") as fh:
-            json.dump(json_safe(summary), fh, indent=2)
+def write_json(summary, path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(json_safe(summary), fh, indent=2)
+
+
+def write_reports(summary, out_dir, name, write_data=True):
+    base = os.path.join(out_dir, name)
+    if write_data:
+        write_json(summary, base + ".json")
     with open(base + ".md", "w") as fh:
         fh.write(markdown(summary))
     chart(summary, base + ".png")
@@ -417,21 +815,49 @@ def write_reports(summary, out_dir, write_json=True):
 
 
 # --- CLI -----------------------------------------------------------------------------------
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def floats(text):
+    return [float(x) for x in text.split(",")]
+
+
+def add_protocol_flags(p):
+    """The flags of the data and of the training protocol (shared with learning_curve)."""
     p.add_argument("--dataset", choices=sorted(DATASETS))
-    p.add_argument("--render", metavar="JSON",
-                   help="only rewrite the .md and .png of an existing results JSON")
     p.add_argument("--data_dir", default=None, help="raw files of the dataset's recipe")
     p.add_argument("--schema", default=None,
                    help="a schema YAML replacing the dataset's built-in one (same recipe)")
-    p.add_argument("--models", nargs="+", default=[REFERENCE, *BASELINES],
-                   help="model names or name:key=value:... variants")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--lrs", default="2e-3,4e-3", help="learning-rate grid (comma-separated)")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--patience", type=int, default=1)
+    p.add_argument("--name", default=None,
+                   help="base name of the output files (default: the dataset name)")
+    p.add_argument("--synthetic_rows", default=None, metavar="TRAIN,VALID,TEST",
+                   help="--dataset synthetic: rows per split (default 80000,10000,10000)")
+    p.add_argument("--seeds", type=int, default=3, help="final runs at the chosen setting")
+    p.add_argument("--tune_seeds", type=int, default=2,
+                   help="seeds per tuning point; the choice is on their mean")
+    p.add_argument("--lrs", type=floats, default=[2e-3, 4e-3],
+                   help="learning-rate grid (comma-separated)")
+    p.add_argument("--weight_decays", type=floats, default=[0.0, 0.1],
+                   help="grid of the embedding tables' decoupled weight decay")
+    p.add_argument("--trials", type=int, default=0,
+                   help="> 0: this many Optuna trials over the lr range x weight decays "
+                        "instead of the grid")
+    p.add_argument("--train_fraction", type=float, default=1.0,
+                   help="share of the training rows the final seeds train on")
+    p.add_argument("--tune_train_fraction", type=float, default=1.0,
+                   help="share of the training rows the tuning runs train on")
+    p.add_argument("--epochs", type=int, default=6, help="at most this many epochs per run")
+    p.add_argument("--steps_per_eval", type=int, default=0,
+                   help="validate every this many steps (0: once per epoch)")
+    p.add_argument("--patience", type=int, default=2,
+                   help="validations without improvement before stopping (0: never stop)")
     p.add_argument("--batch_size", type=int, default=1024)
+    p.add_argument("--budget", choices=BUDGETS, default="dense",
+                   help="parameters matched across models: dense (no embedding tables) or "
+                        "total")
+    p.add_argument("--optimizer_pair", choices=sorted(OPTIMIZER_PAIRS), default="adam",
+                   help="adam: Adam for both groups; rmsprop_adagrad: the paper's RMSProp "
+                        "(dense) + Adagrad (embedding tables)")
+    p.add_argument("--adagrad_initial_accumulator", type=float, default=1e-6)
+    p.add_argument("--adagrad_lr_scale", type=float, default=10.0,
+                   help="Adagrad's learning rate = this x the dense learning rate")
     p.add_argument("--d_model", type=int, default=32)
     p.add_argument("--num_layers", type=int, default=2)
     p.add_argument("--num_heads", type=int, default=4)
@@ -443,6 +869,37 @@ def parse_args(argv):
                    help="XLA-compile training steps (slower overall for short CPU runs)")
     p.add_argument("--out_dir", default="benchmarks/results")
     p.add_argument("--work_dir", default="runs/bench_quality")
+
+
+def settings_from_args(args):
+    fractions = (args.train_fraction, args.tune_train_fraction)
+    if not all(0.0 < f <= 1.0 for f in fractions):
+        raise SystemExit("--train_fraction and --tune_train_fraction must be in (0, 1]")
+    if min(args.seeds, args.tune_seeds) < 1:
+        raise SystemExit("--seeds and --tune_seeds must be >= 1")
+    return Settings(
+        backbone={"d_model": args.d_model, "num_layers": args.num_layers,
+                  "num_heads": args.num_heads, "ffn_multiplier": args.ffn_multiplier,
+                  "dropout": args.dropout},
+        lrs=args.lrs, weight_decays=args.weight_decays, seeds=args.seeds,
+        tune_seeds=args.tune_seeds, trials=args.trials, epochs=args.epochs,
+        patience=args.patience, steps_per_eval=args.steps_per_eval,
+        batch_size=args.batch_size, budget=args.budget, optimizer_pair=args.optimizer_pair,
+        adagrad_initial_accumulator=args.adagrad_initial_accumulator,
+        adagrad_lr_scale=args.adagrad_lr_scale, train_fraction=args.train_fraction,
+        tune_train_fraction=args.tune_train_fraction, jit_compile=args.jit_compile,
+        warmup_steps=args.warmup_steps)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_protocol_flags(p)
+    p.add_argument("--render", metavar="JSON",
+                   help="only rewrite the .md and .png of an existing results JSON")
+    p.add_argument("--models", nargs="+",
+                   default=[REFERENCE, *BASELINES, *reference_models.MODELS],
+                   help="model names, name:key=value:... variants, or the scikit-learn "
+                        f"rows {', '.join(reference_models.MODELS)}")
     return p.parse_args(argv)
 
 
@@ -452,34 +909,28 @@ def main(argv=None):
     if args.render:
         with open(args.render) as fh:
             summary = from_json(json.load(fh))
-        print(f"rewrote {write_reports(summary, os.path.dirname(args.render), False)}.md, .png")
+        name = os.path.splitext(os.path.basename(args.render))[0]
+        print(f"rewrote {write_reports(summary, os.path.dirname(args.render), name, False)}"
+              ".md, .png")
         return
     if not args.dataset:
         raise SystemExit("--dataset is required")
     logging.set_verbosity(logging.WARNING)
+    settings = settings_from_args(args)
+    for spec in args.models:
+        parse_spec(spec)                       # fail on a bad spec before any work
     command = "python -m benchmarks.quality " + shlex.join(argv)
-    settings = Settings(
-        backbone={"d_model": args.d_model, "num_layers": args.num_layers,
-                  "num_heads": args.num_heads, "ffn_multiplier": args.ffn_multiplier,
-                  "dropout": args.dropout},
-        lrs=[float(x) for x in args.lrs.split(",")], seeds=args.seeds, epochs=args.epochs,
-        patience=args.patience, batch_size=args.batch_size, jit_compile=args.jit_compile,
-        warmup_steps=args.warmup_steps)
     start = time.time()
-
-    def log(msg):
-        print(f"[{time.time() - start:6.0f}s] {msg}", flush=True)
-
-    schema, data_dir = prepare_dataset(args.dataset, args.data_dir, args.work_dir,
-                                       schema_path=args.schema)
-    splits = load_splits(schema, data_dir)
-    log(f"{args.dataset}: {len(splits['train'].labels)} train rows encoded")
-    target = count_params(REFERENCE, schema, settings.backbone)
-    results = [run_model(spec, schema, splits, settings, target, log) for spec in args.models]
-    summary = summarise(args.dataset, command, schema, splits["test"], results, settings)
+    bench = load_data(args)
+    progress = Progress(sum(planned_work(spec, settings) for spec in args.models))
+    progress.log(f"{args.dataset}: {len(bench.splits['train'])} train rows encoded")
+    target = budget_target(bench.schema, settings)
+    results = [run_model(spec, bench, settings, target, progress) for spec in args.models]
+    summary = summarise(args.dataset, command, bench.schema, bench.splits["test"], results,
+                        settings)
     summary["wall_seconds"] = round(time.time() - start, 1)
-    base = write_reports(summary, args.out_dir)
-    log(f"wrote {base}.json, .md, .png")
+    base = write_reports(summary, args.out_dir, args.name or args.dataset)
+    progress.log(f"wrote {base}.json, .md, .png")
     print(markdown(summary))
 
 

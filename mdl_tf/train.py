@@ -49,6 +49,8 @@ class TrainOptions:
     optimizer: str = "adam"
     embedding_optimizer: str = "adam"   # "same": one optimizer for all weights
     embedding_learning_rate: float | None = None
+    embedding_weight_decay: float = 0.0  # decoupled (AdamW-style) decay of the tables
+    adagrad_initial_accumulator: float = 0.1   # Keras' default; small values suit a mean loss
     jit_compile: bool = True
     seed: int = 0
     early_stopping_patience: int = 2
@@ -65,18 +67,22 @@ class TrainOptions:
     callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
 
 
-def make_optimizer(name, learning_rate, weight_decay=None):
-    """weight_decay: decoupled (AdamW-style) decay, the Keras optimizers' `weight_decay`."""
+def make_optimizer(name, learning_rate, weight_decay=0.0, adagrad_initial_accumulator=0.1):
+    """A Keras optimizer. weight_decay > 0: decoupled decay, w -= learning_rate *
+    weight_decay * w every step (AdamW-style). Adagrad's first steps are about
+    g / sqrt(initial accumulator): with a batch-mean loss the gradients of embedding rows
+    are small, so Keras' default 0.1 barely moves them; 1e-6..1e-3 is a fairer start."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer '{name}'; choose from {', '.join(OPTIMIZERS)}")
+    decay = {"weight_decay": weight_decay} if weight_decay else {}
     if name == "adagrad":
-        return tf.keras.optimizers.Adagrad(learning_rate, initial_accumulator_value=0.1,
-                                           weight_decay=weight_decay)
+        return tf.keras.optimizers.Adagrad(
+            learning_rate, initial_accumulator_value=adagrad_initial_accumulator, **decay)
     if name == "rmsprop":
-        return tf.keras.optimizers.RMSprop(learning_rate, weight_decay=weight_decay)
+        return tf.keras.optimizers.RMSprop(learning_rate, **decay)
     if name == "sgd":
-        return tf.keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=weight_decay)
-    return tf.keras.optimizers.Adam(learning_rate, weight_decay=weight_decay)
+        return tf.keras.optimizers.SGD(learning_rate, momentum=0.9, **decay)
+    return tf.keras.optimizers.Adam(learning_rate, **decay)
 
 
 def domain_learning_rate(model, learning_rate):
@@ -110,12 +116,17 @@ def compile_model(model, opts: TrainOptions, distribution=None):
     distribution = distribution or distribute.make_distribution(jit_compile=opts.jit_compile)
     if opts.embedding_optimizer != "same":
         model.embedding_optimizer = make_optimizer(
-            opts.embedding_optimizer, opts.embedding_learning_rate or opts.learning_rate)
+            opts.embedding_optimizer, opts.embedding_learning_rate or opts.learning_rate,
+            opts.embedding_weight_decay, opts.adagrad_initial_accumulator)
+    elif opts.embedding_weight_decay:
+        raise ValueError("embedding_weight_decay needs an embedding optimizer of its own "
+                         "(embedding_optimizer != 'same')")
     model.domain_optimizer = make_domain_optimizer(model, opts)
     model.xla_gradients = distribution.xla_gradients
     # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer.
-    model.compile(optimizer=make_optimizer(opts.optimizer, opts.learning_rate),
-                  jit_compile=distribution.jit_compile)
+    dense_optimizer = make_optimizer(opts.optimizer, opts.learning_rate,
+                                     adagrad_initial_accumulator=opts.adagrad_initial_accumulator)
+    model.compile(optimizer=dense_optimizer, jit_compile=distribution.jit_compile)
     build_optimizers(model)
 
 
@@ -420,6 +431,12 @@ def define_flags():
     flags.DEFINE_enum("embedding_optimizer", _D.embedding_optimizer, OPTIMIZERS + ("same",),
                       "Optimizer of the embedding tables ('same': share --optimizer).")
     flags.DEFINE_float("embedding_learning_rate", None, "Default: --learning_rate.")
+    flags.DEFINE_float("embedding_weight_decay", _D.embedding_weight_decay,
+                       "Decoupled weight decay of the embedding tables (0: none): a "
+                       "regulariser against ID memorisation.")
+    flags.DEFINE_float("adagrad_initial_accumulator", _D.adagrad_initial_accumulator,
+                       "Initial Adagrad accumulator (Keras default 0.1; 1e-6..1e-3 lets "
+                       "small batch-mean gradients move the embedding rows).")
     flags.DEFINE_bool("jit_compile", _D.jit_compile, "Compile the training step with XLA.")
     flags.DEFINE_integer("seed", _D.seed, "Random seed.")
     flags.DEFINE_integer("early_stopping_patience", _D.early_stopping_patience,
@@ -464,7 +481,10 @@ def options_from_flags() -> TrainOptions:
         steps_per_eval=FLAGS.steps_per_eval, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer,
         embedding_optimizer=FLAGS.embedding_optimizer,
-        embedding_learning_rate=FLAGS.embedding_learning_rate, jit_compile=FLAGS.jit_compile,
+        embedding_learning_rate=FLAGS.embedding_learning_rate,
+        embedding_weight_decay=FLAGS.embedding_weight_decay,
+        adagrad_initial_accumulator=FLAGS.adagrad_initial_accumulator,
+        jit_compile=FLAGS.jit_compile,
         seed=FLAGS.seed, early_stopping_patience=FLAGS.early_stopping_patience,
         eval_split=FLAGS.eval_split, bad_rows=FLAGS.bad_rows, cache_data=FLAGS.cache_data,
         export=FLAGS.export, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
