@@ -164,7 +164,7 @@ def test_learning_rate_grid_keeps_the_domain_rate(tiny_schema):
 
 
 def test_options_parse_from_strings_specs_and_run_json():
-    name, overrides = parse_spec("mdl:shared_domain_tables=true:task_head=mlp:"
+    name, overrides, _ = parse_spec("mdl:shared_domain_tables=true:task_head=mlp:"
                                  "domain_learning_rate=5e-4:domain_weight_decay=none")
     config = make_config(name, overrides)
     assert (config.shared_domain_tables, config.task_head, config.domain_learning_rate,
