@@ -47,9 +47,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
+import pickle
 import shlex
 import sys
 import time
@@ -506,6 +508,36 @@ def optuna_search(settings, evaluate):
 
 
 # --- one model ----------------------------------------------------------------------------
+class ResultCache:
+    """Each model's finished result, pickled under the work dir and keyed by the spec, the
+    protocol settings and the training rows: an interrupted benchmark, run again with the
+    same flags, resumes after its last finished model instead of starting over."""
+
+    def __init__(self, directory, settings, train_rows):
+        self.directory = directory
+        self.key = json.dumps([dataclasses.asdict(settings), train_rows], sort_keys=True)
+
+    def _path(self, spec):
+        digest = hashlib.md5(f"{spec}|{self.key}".encode()).hexdigest()[:16]
+        return os.path.join(self.directory, f"{spec.split(':')[0]}-{digest}.pkl")
+
+    def has(self, spec):
+        return os.path.exists(self._path(spec))
+
+    def get(self, spec, compute, progress):
+        path = self._path(spec)
+        if self.has(spec):
+            progress.log(f"{spec}: finished result reused from {path}")
+            with open(path, "rb") as fh:
+                return pickle.load(fh)
+        result = compute()
+        os.makedirs(self.directory, exist_ok=True)
+        with open(path + ".tmp", "wb") as fh:
+            pickle.dump(result, fh)
+        os.replace(path + ".tmp", path)
+        return result
+
+
 def run_model(spec, bench, settings, target, progress):
     """Sizing, tuning on validation, then the final seeds: the result of one spec."""
     name, overrides, options = parse_spec(spec)
@@ -922,10 +954,15 @@ def main(argv=None):
     command = "python -m benchmarks.quality " + shlex.join(argv)
     start = time.time()
     bench = load_data(args)
-    progress = Progress(sum(planned_work(spec, settings) for spec in args.models))
+    cache = ResultCache(os.path.join(args.work_dir, "results", args.name or args.dataset),
+                        settings, len(bench.splits["train"]))
+    progress = Progress(sum(planned_work(spec, settings) for spec in args.models
+                            if not cache.has(spec)))
     progress.log(f"{args.dataset}: {len(bench.splits['train'])} train rows encoded")
     target = budget_target(bench.schema, settings)
-    results = [run_model(spec, bench, settings, target, progress) for spec in args.models]
+    results = [cache.get(spec, lambda spec=spec: run_model(spec, bench, settings, target,
+                                                           progress), progress)
+               for spec in args.models]
     summary = summarise(args.dataset, command, bench.schema, bench.splits["test"], results,
                         settings)
     summary["wall_seconds"] = round(time.time() - start, 1)

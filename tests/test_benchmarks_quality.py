@@ -186,13 +186,13 @@ def test_optimizer_options_and_their_bad_combination(bench):
 
 
 def test_benchmark_end_to_end_reuses_tuning_runs_as_final_seeds(tmp_path, capsys):
-    quality.main(["--dataset", "synthetic", "--synthetic_rows", "300,200,200",
-                  "--models", "mdl:optimizer_pair=rmsprop_adagrad", "--seeds", "2",
-                  "--tune_seeds", "1", "--lrs", "2e-3,4e-3", "--weight_decays", "0.1",
-                  "--epochs", "1", "--batch_size", "64", "--steps_per_eval", "2",
-                  "--d_model", "16", "--num_layers", "1", "--num_heads", "2",
-                  "--name", "tiny", "--out_dir", str(tmp_path),
-                  "--work_dir", str(tmp_path / "work")])
+    argv = ["--dataset", "synthetic", "--synthetic_rows", "300,200,200",
+            "--models", "mdl:optimizer_pair=rmsprop_adagrad", "--seeds", "2",
+            "--tune_seeds", "1", "--lrs", "2e-3,4e-3", "--weight_decays", "0.1",
+            "--epochs", "1", "--batch_size", "64", "--steps_per_eval", "2",
+            "--d_model", "16", "--num_layers", "1", "--num_heads", "2",
+            "--name", "tiny", "--out_dir", str(tmp_path), "--work_dir", str(tmp_path / "work")]
+    quality.main(argv)
     runs = [line for line in capsys.readouterr().out.splitlines() if line.endswith("left")]
     assert len(runs) == 3           # 2 points x seed 0, then seed 1 at the chosen point
     with open(tmp_path / "tiny.json") as fh:
@@ -208,6 +208,12 @@ def test_benchmark_end_to_end_reuses_tuning_runs_as_final_seeds(tmp_path, capsys
     assert saved["settings"]["budget"] == "dense" and saved["settings"]["patience"] == 2
     assert len(saved["cells"][0]["results"][spec]["per_seed"]["auc"]) == 2
     assert all(1 <= s <= 4 for s in saved["best_steps"][spec])
+    # The same command again resumes: the finished model is reused, nothing retrains.
+    quality.main(argv)
+    out = capsys.readouterr().out
+    assert "finished result reused" in out and not any(l.endswith("left") for l in out.splitlines())
+    with open(tmp_path / "tiny.json") as fh:
+        assert json.load(fh)["cells"] == saved["cells"]
 
 
 # --- reference rows ----------------------------------------------------------------------
