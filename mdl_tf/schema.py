@@ -23,6 +23,7 @@ Example (see `mdl_tf/datasets/*.yaml` for complete ones)::
     important_features: [user_id, item_id]
     scenario_priors: {}        # scenario name -> extra feature names for its token
     task_priors: {}            # task name -> extra feature names for its token
+    lineage: []                # written by mdl_tf.extend: the models this one extends
 """
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ class Schema:
     task_priors: dict = dataclasses.field(default_factory=dict)
     recipe: str | None = None
     recipe_options: dict = dataclasses.field(default_factory=dict)
+    lineage: tuple = ()        # mdl_tf.extend: the models this one extends, oldest first
     path: str | None = None
 
     # --- lookups -------------------------------------------------------------------
@@ -184,6 +186,8 @@ class Schema:
         if self.recipe:
             out["recipe"] = self.recipe
             out["recipe_options"] = dict(self.recipe_options)
+        if self.lineage:
+            out["lineage"] = [dict(entry) for entry in self.lineage]
         return out
 
 
@@ -242,6 +246,7 @@ def from_dict(raw: Any, path: str | None = None) -> Schema:
         task_priors={str(k): tuple(v) for k, v in (raw.get("task_priors") or {}).items()},
         recipe=raw.get("recipe"),
         recipe_options=dict(raw.get("recipe_options") or {}),
+        lineage=tuple(dict(entry) for entry in raw.get("lineage") or ()),
         path=path,
     )
     validate(schema)
