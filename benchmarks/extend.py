@@ -37,6 +37,7 @@ from absl import logging
 
 from mdl_tf import data, datasets, extend, schema as schema_lib, train
 from mdl_tf.datasets import synthetic
+from benchmarks.quality import json_safe
 
 SPLITS = ("train", "valid", "test")
 
@@ -206,7 +207,7 @@ def write_reports(summary, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, "extend")
     with open(base + ".json", "w") as fh:
-        json.dump(summary, fh, indent=2)
+        json.dump(json_safe(summary), fh, indent=2)
     with open(base + ".md", "w") as fh:
         fh.write(markdown(summary))
     chart(summary, base + ".png")
