@@ -246,7 +246,7 @@ def from_dict(raw: Any, path: str | None = None) -> Schema:
         task_priors={str(k): tuple(v) for k, v in (raw.get("task_priors") or {}).items()},
         recipe=raw.get("recipe"),
         recipe_options=dict(raw.get("recipe_options") or {}),
-        lineage=tuple(dict(entry) for entry in raw.get("lineage") or ()),
+        lineage=_lineage(raw.get("lineage"), where),
         path=path,
     )
     validate(schema)
@@ -279,6 +279,15 @@ def _read_vocabulary(vocab_path: str, where: str, feature: str) -> tuple:
             return tuple(line.rstrip("\n") for line in fh if line.rstrip("\n"))
     except OSError as e:
         raise SchemaError(f"{where}: feature '{feature}': cannot read vocabulary_file: {e}") from None
+
+
+def _lineage(raw: Any, where: str) -> tuple:
+    """mdl_tf.extend's record: a list of mappings (one per extension), oldest first."""
+    entries = raw or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SchemaError(f"{where}: 'lineage' must be a list of mappings (written by "
+                          "mdl_tf.extend)")
+    return tuple(dict(e) for e in entries)
 
 
 def _task(raw: Any, where: str) -> Task:
