@@ -14,7 +14,9 @@ near-flat steps but never swaps them; < 1e-4 AUC in the tests):
             strictly increasing, so rows keep their order.
 
 A row of several scenarios gets the mean of its scenarios' calibrated probabilities (the
-weights of the fusion). A cell with fewer than MIN_ROWS labelled rows or one class only
+weights of the fusion) from serving_default; scenario_<s> always applies s's maps. So the
+order of the scores within scenario s is kept where s's maps apply: in scenario_<s>, and
+for single-scenario rows. A cell with fewer than MIN_ROWS labelled rows or one class only
 keeps the identity map, and the file says so ("identity": reason).
 
 calibration.json: {"method", "fitted_on", "scenarios", "tasks",
@@ -115,12 +117,14 @@ class Calibration:
     def apply(self, probs, membership):
         """probs [B, N_t], membership [B, N_s] -> calibrated probs [B, N_t] (float32)."""
         probs = tf.cast(probs, tf.float32)
-        per_scenario = self._per_scenario(probs)                       # [B, N_s, N_t]
+        per_scenario = self.per_scenario(probs)                        # [B, N_s, N_t]
         weights = tf.cast(membership, tf.float32)
         weights = weights / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
         return tf.einsum("bs,bst->bt", weights, per_scenario)
 
-    def _per_scenario(self, probs):
+    def per_scenario(self, probs):
+        """probs [B, N_t] -> [B, N_s, N_t]: every scenario's maps applied to every row."""
+        probs = tf.cast(probs, tf.float32)
         if self.method == "platt":
             p = tf.clip_by_value(probs, EPS, 1 - EPS)
             z = tf.math.log(p) - tf.math.log1p(-p)                       # [B, N_t]

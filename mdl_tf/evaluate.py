@@ -10,6 +10,9 @@ validation split (mdl_tf/calibration.py) and saves it as <model_dir>/calibration
 which exports then apply inside their signatures. When the model directory has one,
 metrics.json also holds the calibrated scores' metrics under "calibrated"
 ({"method", "fitted_on", "scenarios", "overall"}); the top-level ones are the raw model's.
+A calibrated cell (s, t) scores its rows with s's map (what scenario_<s> serves; AUC is
+unchanged); the overall rows with serving_default's scores (a row in several scenarios:
+the mean of their maps).
 """
 import json
 import os
@@ -51,15 +54,27 @@ def evaluate(model, schema, split, data_dir, output=None, batch_size=4096, calib
     result = {"split": split, **metrics.scenario_task_metrics(
         probs, labels, membership, schema.scenario_names, schema.task_names, groups)}
     if calibration is not None:
-        calibrated = calibration.apply(probs, membership).numpy()
-        result["calibrated"] = {
-            "method": calibration.method, "fitted_on": calibration.spec["fitted_on"],
-            **metrics.scenario_task_metrics(calibrated, labels, membership,
-                                            schema.scenario_names, schema.task_names, groups)}
+        result["calibrated"] = calibrated_metrics(calibration, probs, labels, membership,
+                                                  schema, groups)
     if output:
         with open(output, "w") as fh:
             json.dump(result, fh, indent=2)
     return result
+
+
+def calibrated_metrics(calibration, probs, labels, membership, schema, groups=None):
+    """The metrics of the calibrated scores: cell (s, t) with scenario s's map on its rows,
+    "overall" with each row's serving_default score."""
+    served = calibration.apply(probs, membership).numpy()
+    out = {"method": calibration.method, "fitted_on": calibration.spec["fitted_on"],
+           **metrics.scenario_task_metrics(served, labels, membership, [], schema.task_names,
+                                           groups)}
+    per_scenario = calibration.per_scenario(probs).numpy()                 # [N, N_s, N_t]
+    for k, scenario in enumerate(schema.scenario_names):
+        cells = metrics.scenario_task_metrics(per_scenario[:, k], labels, membership[:, k:k + 1],
+                                              [scenario], schema.task_names, groups)
+        out["scenarios"][scenario] = cells["scenarios"][scenario]
+    return out
 
 
 def calibrate(model, schema, data_dir, method, model_dir, split="valid", batch_size=4096):

@@ -17,7 +17,7 @@ Reliability diagrams (any model; `--charts reliability`), to `--out_dir` (defaul
 `<model_dir>/reliability/`): one panel per scenario x task of the split, the observed
 positive rate against the mean predicted probability in equal-mass bins (the bins of the
 ECE, mdl_tf/metrics.py), for the model's scores and, when the model directory has a
-calibration (mdl_tf/calibration.py), for the calibrated ones:
+calibration (mdl_tf/calibration.py), for the calibrated ones (scenario s's maps):
   reliability.png, reliability.json ({"split", "curves": {curve: {scenario: {task:
   {"mean_predicted", "observed_rate", "count", "ece"}}}}})
 """
@@ -150,24 +150,25 @@ def visualize(model_dir, split="test", out_dir=None, data_dir=None, batch_size=4
 
 def reliability_curves(model_dir, split="test", data_dir=None, batch_size=4096):
     """(schema, {curve: {scenario: {task: reliability bins + "ece"}}}): the model's scores
-    ("model") and, with a calibration in model_dir, the calibrated ones."""
+    ("model") and, with a calibration in model_dir, the calibrated ones (scenario s's
+    rows with s's maps, as scenario_<s> serves them)."""
     model, schema, info = runs.restore_model(model_dir)
     probs, labels, membership, _ = evaluate.predict_split(
         model, schema, split, data_dir or info["data_dir"], batch_size)
-    scores = {"model": probs}
+    scores = {"model": np.repeat(probs[:, None, :], schema.num_scenarios, axis=1)}
     fitted = calibration.load_for(model_dir, schema)
     if fitted is not None:
-        scores[f"calibrated ({fitted.method})"] = fitted.apply(probs, membership).numpy()
+        scores[f"calibrated ({fitted.method})"] = fitted.per_scenario(probs).numpy()
     curves = {}
-    for name, p in scores.items():
+    for name, p in scores.items():                                        # [N, N_s, N_t]
         curves[name] = {}
         for k, scenario in enumerate(schema.scenario_names):
             curves[name][scenario] = {}
             for n, task in enumerate(schema.task_names):
                 keep = (membership[:, k] > 0) & (labels[:, n] >= 0)
                 curves[name][scenario][task] = {
-                    **metrics.reliability_bins(labels[keep, n], p[keep, n]),
-                    "ece": metrics.ece(labels[keep, n], p[keep, n])}
+                    **metrics.reliability_bins(labels[keep, n], p[keep, k, n]),
+                    "ece": metrics.ece(labels[keep, n], p[keep, k, n])}
     return schema, curves
 
 
