@@ -88,6 +88,7 @@ def calibrate(model, schema, data_dir, method, model_dir, split="valid", batch_s
 
 
 def print_tables(result, title):
+    """Prints the metrics table, then the calibrated one if the result has it."""
     print(metrics.format_table(result, title))
     if "calibrated" in result:
         print(metrics.format_table(result["calibrated"],
