@@ -23,7 +23,8 @@ Training reads only the rows of the new scenario (or the rows that have the new 
 (scenario: over every task; task: the new task's). The output directory is a model
 directory like train's (run.json, schema.yaml, checkpoints, metrics.json on
 `--eval_split`, export/<version>), whose schema and run.json carry `lineage`: one entry per
-extension, oldest first ({extends, checkpoint, epoch, export_version, added, finetune});
+extension, oldest first ({extends, checkpoint, epoch, step, export_version, added,
+finetune});
 the export carries it too, as assets.extra/lineage.json.
 
 Prior features of the new token (scenario_priors / task_priors) enter through the rows of
@@ -58,6 +59,7 @@ from serving.manager import versions_on_disk
 GLOBAL = "<global>"
 LINEAGE_FILE = os.path.join("assets.extra", "lineage.json")
 COMPARED_KEYS = ("features", "groups", "important_features")
+STEP_KEY = "model/optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"   # in train's checkpoints
 
 
 @dataclasses.dataclass
@@ -274,8 +276,10 @@ def extension_datasets(model, schema, data_dir, opts: ExtendOptions):
 
 # --- lineage ----------------------------------------------------------------------------
 def lineage_entry(model_dir, opts: ExtendOptions):
-    """Which model (directory, checkpoint, epoch, latest export version) this extends."""
+    """Which model (directory, checkpoint, epoch, training step, latest export version)
+    this extends."""
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    keys = {k for k, _ in tf.train.list_variables(latest)}
     versions = versions_on_disk(os.path.join(model_dir, "export"))
     added = {opts.kind: opts.added}
     if opts.add_task:
@@ -283,6 +287,7 @@ def lineage_entry(model_dir, opts: ExtendOptions):
                      init_from=opts.init_from_task or "mean of the task tokens")
     return {"extends": os.path.abspath(model_dir), "checkpoint": os.path.basename(latest),
             "epoch": int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE")),
+            "step": int(tf.train.load_variable(latest, STEP_KEY)) if STEP_KEY in keys else None,
             "export_version": max(versions) if versions else None, "added": added,
             "finetune": opts.finetune}
 

@@ -130,7 +130,7 @@ def test_lineage_in_schema_run_json_and_export(base, with_scenario, work):
     assert entry["extends"] == os.path.abspath(base["model_dir"])
     assert entry["added"] == {"scenario": NEW_SCENARIO}
     assert entry["export_version"] == int(os.path.basename(base["export_path"]))
-    assert entry["epoch"] == 1 and entry["finetune"] == "new"
+    assert entry["epoch"] == 1 and entry["finetune"] == "new" and entry["step"] > 0
     assert extend.read_lineage(base["export_path"]) == []
 
 
