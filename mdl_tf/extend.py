@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from mdl_tf import data, evaluate, export, metrics, runs, train
+from mdl_tf import data, evaluate, export, runs, train
 from mdl_tf.models import build_model, make_config
 from mdl_tf.schema import SchemaError, Task
 from serving.manager import versions_on_disk
@@ -350,8 +350,8 @@ def extend(opts: ExtendOptions) -> dict:
     history = fit(model, schema, data_dir, opts)
     result = evaluate.evaluate(model, schema, opts.eval_split, data_dir,
                                os.path.join(opts.model_dir_out, "metrics.json"))
-    print(metrics.format_table(result, f"{schema.name} / extended with {opts.kind} "
-                                       f"'{opts.added}' / split={opts.eval_split}"))
+    evaluate.print_tables(result, f"{schema.name} / extended with {opts.kind} "
+                                  f"'{opts.added}' / split={opts.eval_split}")
     export_path = None
     if opts.export:
         export_path = export.export_saved_model(
