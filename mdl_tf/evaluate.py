@@ -1,10 +1,18 @@
-"""Evaluation: per-scenario x per-task AUC, GAUC, logloss, count and positives.
+"""Evaluation: per-scenario x per-task AUC, GAUC, logloss, count, positives and calibration.
 
-    python -m mdl_tf.evaluate --model_dir runs/demo [--split test]
+    python -m mdl_tf.evaluate --model_dir runs/demo [--split test] [--calibrate platt]
 
 Writes <model_dir>/metrics.json (or --output) shaped as
-{"split": ..., "scenarios": {s: {t: {auc, gauc, logloss, count, positives}}},
- "overall": {t: {...}}} and prints the table.
+{"split": ..., "scenarios": {s: {t: {auc, gauc, logloss, count, positives, ece,
+ mean_predicted, observed_rate}}}, "overall": {t: {...}}} and prints the table.
+`--calibrate platt|isotonic` fits a post-hoc calibration per scenario x task on the
+validation split (mdl_tf/calibration.py) and saves it as <model_dir>/calibration.json,
+which exports then apply inside their signatures. When the model directory has one,
+metrics.json also holds the calibrated scores' metrics under "calibrated"
+({"method", "fitted_on", "scenarios", "overall"}); the top-level ones are the raw model's.
+A calibrated cell (s, t) scores its rows with s's map (what scenario_<s> serves; AUC is
+unchanged); the overall rows with serving_default's scores (a row in several scenarios:
+the mean of their maps).
 """
 import json
 import os
@@ -14,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from mdl_tf import data, metrics, runs
+from mdl_tf import calibration as calibration_lib, data, metrics, runs
 
 
 def predict_split(model, schema, split, data_dir, batch_size=4096):
@@ -40,14 +48,51 @@ def predict_split(model, schema, split, data_dir, batch_size=4096):
     return cat(probs), cat(labels), cat(membership), (cat(groups) if groups else None)
 
 
-def evaluate(model, schema, split, data_dir, output=None, batch_size=4096):
+def evaluate(model, schema, split, data_dir, output=None, batch_size=4096, calibration=None):
+    """Metrics of the split; with a Calibration, also those of the calibrated scores."""
     probs, labels, membership, groups = predict_split(model, schema, split, data_dir, batch_size)
     result = {"split": split, **metrics.scenario_task_metrics(
         probs, labels, membership, schema.scenario_names, schema.task_names, groups)}
+    if calibration is not None:
+        result["calibrated"] = calibrated_metrics(calibration, probs, labels, membership,
+                                                  schema, groups)
     if output:
         with open(output, "w") as fh:
             json.dump(result, fh, indent=2)
     return result
+
+
+def calibrated_metrics(calibration, probs, labels, membership, schema, groups=None):
+    """The metrics of the calibrated scores: cell (s, t) with scenario s's map on its rows,
+    "overall" with each row's serving_default score."""
+    served = calibration.apply(probs, membership).numpy()
+    out = {"method": calibration.method, "fitted_on": calibration.spec["fitted_on"],
+           **metrics.scenario_task_metrics(served, labels, membership, [], schema.task_names,
+                                           groups)}
+    per_scenario = calibration.per_scenario(probs).numpy()                 # [N, N_s, N_t]
+    for k, scenario in enumerate(schema.scenario_names):
+        cells = metrics.scenario_task_metrics(per_scenario[:, k], labels, membership[:, k:k + 1],
+                                              [scenario], schema.task_names, groups)
+        out["scenarios"][scenario] = cells["scenarios"][scenario]
+    return out
+
+
+def calibrate(model, schema, data_dir, method, model_dir, split="valid", batch_size=4096):
+    """Fits the calibration of every scenario x task on `split`, saves it as
+    <model_dir>/calibration.json and returns it."""
+    probs, labels, membership, _ = predict_split(model, schema, split, data_dir, batch_size)
+    fitted = calibration_lib.fit(method, probs, labels, membership, schema.scenario_names,
+                                 schema.task_names, fitted_on=split)
+    fitted.save(calibration_lib.model_file(model_dir))
+    return fitted
+
+
+def print_tables(result, title):
+    """Prints the metrics table, then the calibrated one if the result has it."""
+    print(metrics.format_table(result, title))
+    if "calibrated" in result:
+        print(metrics.format_table(result["calibrated"],
+                                   f"{title} / calibrated ({result['calibrated']['method']})"))
 
 
 FLAGS = flags.FLAGS
@@ -60,6 +105,9 @@ def define_flags():
     flags.DEFINE_string("data_dir", None, "Override the data directory recorded at training.")
     flags.DEFINE_string("output", None, "Where to write the metrics (default <model_dir>/metrics.json).")
     flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.")
+    flags.DEFINE_enum("calibrate", None, calibration_lib.METHODS,
+                      "Fit a post-hoc calibration per scenario x task on the validation "
+                      "split and save it with the model (exports apply it).")
 
 
 def main(argv):
@@ -68,10 +116,16 @@ def main(argv):
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
     model, schema, info = runs.restore_model(FLAGS.model_dir)
-    result = evaluate(model, schema, FLAGS.split, FLAGS.data_dir or info["data_dir"],
+    data_dir = FLAGS.data_dir or info["data_dir"]
+    if FLAGS.calibrate:
+        fitted = calibrate(model, schema, data_dir, FLAGS.calibrate, FLAGS.model_dir,
+                           batch_size=FLAGS.batch_size)
+    else:
+        fitted = calibration_lib.load_for(FLAGS.model_dir, schema)
+    result = evaluate(model, schema, FLAGS.split, data_dir,
                       FLAGS.output or os.path.join(FLAGS.model_dir, "metrics.json"),
-                      FLAGS.batch_size)
-    print(metrics.format_table(result, f"{schema.name} / {info['model']} / split={FLAGS.split}"))
+                      FLAGS.batch_size, fitted)
+    print_tables(result, f"{schema.name} / {info['model']} / split={FLAGS.split}")
 
 
 if __name__ == "__main__":

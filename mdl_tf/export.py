@@ -18,6 +18,10 @@ scenario, so each graph is stored once. For models whose `call` takes `scenario_
 (MDL), a per-scenario graph computes only its own scenario token and the global one;
 other models run their full network with the scenario filled in.
 An unknown scenario fails with INVALID_ARGUMENT naming it.
+With a post-hoc calibration (<model_dir>/calibration.json, mdl_tf/calibration.py) every
+signature returns calibrated probabilities: each row's scenario x task map applied to the
+model's output in the graph (a multi-scenario row: the mean over its scenarios); the
+version then also gets `assets.extra/calibration.json`.
 
 The version also gets `assets.extra/tf_serving_warmup_requests`: one PredictRequest per
 signature, which TF Serving (and serving/server.py) replays before serving the version.
@@ -30,7 +34,7 @@ import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
 
-from mdl_tf import data, runs
+from mdl_tf import calibration as calibration_lib, data, runs
 from serving import requests, signatures as names, warmup
 from serving.manager import versions_on_disk
 
@@ -57,9 +61,14 @@ def _outputs(schema, probs):
     return {t: probs[:, n] for n, t in enumerate(schema.task_names)}
 
 
-def build_signatures(model, batch_size=None):
+def _calibrated(calibration, probs, membership):
+    return probs if calibration is None else calibration.apply(probs, membership)
+
+
+def build_signatures(model, batch_size=None, calibration=None):
     """{signature name: concrete function}. A fixed batch_size gives static shapes (for
-    cost analysis, see serving/cost.py); exports use None."""
+    cost analysis, see serving/cost.py); exports use None. With a Calibration, every
+    signature returns calibrated probabilities."""
     schema = model.schema
     specs = feature_specs(schema, batch_size)
     scenario_spec = tf.TensorSpec([batch_size], tf.string, name=data.SCENARIO_KEY)
@@ -67,7 +76,9 @@ def build_signatures(model, batch_size=None):
     @tf.function(input_signature=[{**specs, data.SCENARIO_KEY: scenario_spec}])
     def predict(raw):
         with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
-            return _outputs(schema, model.predict_raw(raw))
+            probs = _calibrated(calibration, model.predict_raw(raw),
+                                model.encoder.scenario(raw[data.SCENARIO_KEY]))
+            return _outputs(schema, probs)
 
     @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.string,
                                                 name=names.EXAMPLES_INPUT)])
@@ -79,7 +90,7 @@ def build_signatures(model, batch_size=None):
 
     functions = {names.DEFAULT: predict, names.EXAMPLES: predict_examples}
     for k, scenario in enumerate(schema.scenario_names):
-        per_scenario = _scenario_function(model, specs, k)
+        per_scenario = _scenario_function(model, specs, k, calibration)
         functions[names.scenario_signature(scenario)] = per_scenario
         for task in schema.task_names:
             name = names.task_signature(scenario, task)
@@ -94,15 +105,17 @@ def _supports_scenario_subset(model):
     return "scenario_index" in inspect.signature(model.call).parameters
 
 
-def _scenario_function(model, specs, k):
+def _scenario_function(model, specs, k, calibration=None):
     call_kwargs = {"scenario_index": k} if _supports_scenario_subset(model) else {}
 
     @tf.function(input_signature=[specs])
     def predict_scenario(raw):
         raw = dict(raw)
-        raw[data.SCENARIO_KEY] = tf.fill(tf.shape(next(iter(raw.values()))),
-                                         model.schema.scenario_names[k])
-        return _outputs(model.schema, model.predict_raw(raw, **call_kwargs))
+        batch = tf.shape(next(iter(raw.values())))
+        raw[data.SCENARIO_KEY] = tf.fill(batch, model.schema.scenario_names[k])
+        probs = _calibrated(calibration, model.predict_raw(raw, **call_kwargs),
+                            tf.one_hot(tf.fill(batch, k), model.schema.num_scenarios))
+        return _outputs(model.schema, probs)
     return predict_scenario
 
 
@@ -162,11 +175,13 @@ def next_version(export_base):
     return max([int(time.time())] + [v + 1 for v in versions_on_disk(export_base)])
 
 
-def export_saved_model(model, export_base, version=None, extra_assets=None):
+def export_saved_model(model, export_base, version=None, extra_assets=None,
+                       calibration=None):
     """Exports to <export_base>/<version> atomically; returns the version directory.
 
     The warm-up file is written before the rename. `extra_assets(tmp_dir, signatures)`
-    may write more into the version directory before it becomes visible.
+    may write more into the version directory before it becomes visible. `calibration`
+    (a mdl_tf.calibration.Calibration) is applied inside every signature.
     """
     os.makedirs(export_base, exist_ok=True)
     version = version or next_version(export_base)
@@ -174,9 +189,11 @@ def export_saved_model(model, export_base, version=None, extra_assets=None):
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists; versions are immutable")
     tmp = os.path.join(export_base, f".tmp-{version}-{os.getpid()}")
-    signatures = build_signatures(model)
+    signatures = build_signatures(model, calibration=calibration)
     tf.saved_model.save(_serving_module(model), tmp, signatures=signatures)
     warmup.write(tmp, warmup_requests(model.schema, signatures))
+    if calibration is not None:
+        calibration.save(os.path.join(tmp, "assets.extra", calibration_lib.FILE))
     if extra_assets is not None:
         extra_assets(tmp, signatures)
     os.rename(tmp, final)  # atomic on one filesystem: Serving never sees a half export
@@ -198,9 +215,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
-    model, _, _ = runs.restore_model(FLAGS.model_dir)
+    model, schema, _ = runs.restore_model(FLAGS.model_dir)
     path = export_saved_model(model, FLAGS.export_base or os.path.join(FLAGS.model_dir, "export"),
-                              FLAGS.version or None)
+                              FLAGS.version or None,
+                              calibration=calibration_lib.load_for(FLAGS.model_dir, schema))
     print(f"exported {path}")
 
 

@@ -3,7 +3,8 @@
 AUC: the Mann-Whitney statistic with average ranks for ties. GAUC: AUC inside each group
 (e.g. user, or user+query: the paper's QAUC) averaged over the groups that contain both
 classes (unweighted). Logloss: mean binary cross-entropy. A metric that is undefined
-(one class only) is NaN, never a made-up 0.5.
+(one class only) is NaN, never a made-up 0.5. Calibration: ECE over equal-mass bins,
+and the mean predicted probability next to the observed positive rate.
 
 Rows are masked twice: by scenario membership (multi-hot: an example that belongs to two
 scenarios counts in both) and by label presence (a missing label, -1, is excluded from
@@ -58,12 +59,52 @@ def logloss(labels, probs):
     return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
 
 
+CALIBRATION_BINS = 10
+
+
+def reliability_bins(labels, probs, bins=CALIBRATION_BINS):
+    """Equal-mass reliability bins: the rows sorted by predicted probability and cut into
+    `bins` groups of (almost) equal size (fewer when there are fewer rows).
+
+    Returns {"mean_predicted": [k], "observed_rate": [k], "count": [k]}, lists of floats
+    (counts ints), one entry per bin, in increasing order of prediction; empty lists
+    when there are no rows.
+    """
+    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
+    order = np.argsort(probs, kind="mergesort")
+    parts = [p for p in np.array_split(order, min(bins, len(order))) if len(p)] \
+        if len(order) else []
+    return {"mean_predicted": [float(probs[p].mean()) for p in parts],
+            "observed_rate": [float(labels[p].mean()) for p in parts],
+            "count": [int(len(p)) for p in parts]}
+
+
+def ece(labels, probs, bins=CALIBRATION_BINS):
+    """Expected calibration error with equal-mass bins (Naeini et al., 2015):
+    sum over bins of (rows in bin / rows) * |mean predicted - observed positive rate|.
+    In probability units, 0 = calibrated; NaN without rows."""
+    b = reliability_bins(labels, probs, bins)
+    if not b["count"]:
+        return float("nan")
+    gaps = np.abs(np.subtract(b["mean_predicted"], b["observed_rate"]))
+    return float(np.average(gaps, weights=b["count"]))
+
+
+def calibration_summary(labels, probs, bins=CALIBRATION_BINS):
+    """{"ece", "mean_predicted", "observed_rate"} of one cell (NaN without rows)."""
+    empty = len(labels) == 0
+    return {"ece": ece(labels, probs, bins),
+            "mean_predicted": float("nan") if empty else float(np.mean(probs)),
+            "observed_rate": float("nan") if empty else float(np.mean(labels))}
+
+
 def cell(labels, probs, groups=None):
     """Metrics of one (rows, task) cell; labels already restricted to present ones."""
     return {"auc": auc(labels, probs),
             "gauc": gauc(labels, probs, groups) if groups is not None else float("nan"),
             "logloss": logloss(labels, probs),
-            "count": int(len(labels)), "positives": int(np.sum(labels))}
+            "count": int(len(labels)), "positives": int(np.sum(labels)),
+            **calibration_summary(labels, probs)}
 
 
 def scenario_task_metrics(probs, labels, membership, scenario_names, task_names, groups=None):
@@ -91,11 +132,12 @@ def scenario_task_metrics(probs, labels, membership, scenario_names, task_names,
 def format_table(metrics, title=None):
     """A fixed-width text table: one row per scenario x task, then the overall rows."""
     head = f"{'scenario':<12} {'task':<12} {'auc':>7} {'gauc':>7} {'logloss':>8} " \
-           f"{'count':>8} {'pos':>7}"
+           f"{'ece':>7} {'count':>8} {'pos':>7}"
     lines = ([title] if title else []) + [head, "-" * len(head)]
     rows = [(s, t, c) for s, tasks in metrics["scenarios"].items() for t, c in tasks.items()]
     rows += [("(overall)", t, c) for t, c in metrics["overall"].items()]
     for s, t, c in rows:
         lines.append(f"{s:<12} {t:<12} {c['auc']:>7.4f} {c['gauc']:>7.4f} "
-                     f"{c['logloss']:>8.4f} {c['count']:>8d} {c['positives']:>7d}")
+                     f"{c['logloss']:>8.4f} {c.get('ece', float('nan')):>7.4f} "
+                     f"{c['count']:>8d} {c['positives']:>7d}")
     return "\n".join(lines)

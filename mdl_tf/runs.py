@@ -7,6 +7,8 @@
     <model_dir>/.workers/<task>/ checkpoints of non-chief tasks (while training; see distribute)
     <model_dir>/logs/            TensorBoard
     <model_dir>/metrics.json     the last evaluation
+    <model_dir>/calibration.json post-hoc calibration per scenario x task (optional; see
+                                 mdl_tf/calibration.py), applied inside the exports
     <model_dir>/export/<v>/      SavedModels, one numeric version each
 """
 import dataclasses
@@ -21,11 +23,15 @@ from mdl_tf.models import build_model, make_config
 
 
 def save_run(model_dir, model_name, config, schema, data_dir):
+    """Writes schema.yaml and run.json (with the schema's lineage, if it extends a model)."""
     os.makedirs(model_dir, exist_ok=True)
     schema_lib.dump(schema, os.path.join(model_dir, "schema.yaml"))
+    info = {"model": model_name, "config": dataclasses.asdict(config),
+            "dataset": schema.name, "data_dir": os.path.abspath(data_dir)}
+    if schema.lineage:
+        info["lineage"] = [dict(entry) for entry in schema.lineage]
     with open(os.path.join(model_dir, "run.json"), "w") as fh:
-        json.dump({"model": model_name, "config": dataclasses.asdict(config),
-                   "dataset": schema.name, "data_dir": os.path.abspath(data_dir)}, fh, indent=2)
+        json.dump(info, fh, indent=2)
 
 
 def load_run(model_dir):

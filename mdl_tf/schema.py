@@ -23,6 +23,7 @@ Example (see `mdl_tf/datasets/*.yaml` for complete ones)::
     important_features: [user_id, item_id]
     scenario_priors: {}        # scenario name -> extra feature names for its token
     task_priors: {}            # task name -> extra feature names for its token
+    lineage: []                # written by mdl_tf.extend: the models this one extends
 """
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ class Schema:
     task_priors: dict = dataclasses.field(default_factory=dict)
     recipe: str | None = None
     recipe_options: dict = dataclasses.field(default_factory=dict)
+    lineage: tuple = ()        # mdl_tf.extend: the models this one extends, oldest first
     path: str | None = None
 
     # --- lookups -------------------------------------------------------------------
@@ -184,6 +186,8 @@ class Schema:
         if self.recipe:
             out["recipe"] = self.recipe
             out["recipe_options"] = dict(self.recipe_options)
+        if self.lineage:
+            out["lineage"] = [dict(entry) for entry in self.lineage]
         return out
 
 
@@ -242,6 +246,7 @@ def from_dict(raw: Any, path: str | None = None) -> Schema:
         task_priors={str(k): tuple(v) for k, v in (raw.get("task_priors") or {}).items()},
         recipe=raw.get("recipe"),
         recipe_options=dict(raw.get("recipe_options") or {}),
+        lineage=_lineage(raw.get("lineage"), where),
         path=path,
     )
     validate(schema)
@@ -274,6 +279,15 @@ def _read_vocabulary(vocab_path: str, where: str, feature: str) -> tuple:
             return tuple(line.rstrip("\n") for line in fh if line.rstrip("\n"))
     except OSError as e:
         raise SchemaError(f"{where}: feature '{feature}': cannot read vocabulary_file: {e}") from None
+
+
+def _lineage(raw: Any, where: str) -> tuple:
+    """mdl_tf.extend's record: a list of mappings (one per extension), oldest first."""
+    entries = raw or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SchemaError(f"{where}: 'lineage' must be a list of mappings (written by "
+                          "mdl_tf.extend)")
+    return tuple(dict(e) for e in entries)
 
 
 def _task(raw: Any, where: str) -> Task:

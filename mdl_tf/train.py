@@ -8,7 +8,10 @@ Trains with XLA (`--jit_compile`), checkpoints every epoch and resumes from the 
 checkpoint in `--model_dir`; a killed run restarted with the same command resumes from its
 last backup (every `--backup_every` steps, BackupAndRestore). Logs to TensorBoard, stops
 early on the mean validation AUC, then evaluates (per scenario x task; writes metrics.json)
-and exports a SavedModel to `<model_dir>/export/<version>/`. `--strategy` and
+and exports a SavedModel to `<model_dir>/export/<version>/`. `--calibrate platt|isotonic`
+first fits a post-hoc calibration per scenario x task on the validation split
+(mdl_tf/calibration.py): metrics.json then has the calibrated metrics too, and the export
+serves calibrated probabilities. `--strategy` and
 `--mixed_precision` choose the tf.distribute strategy and dtype policy (mdl_tf/distribute.py);
 only the chief writes the run's files, evaluates and exports. The CLI only parses flags into
 TrainOptions; `train()` is the library entry point.
@@ -26,7 +29,7 @@ import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
 
-from mdl_tf import data, datasets, distribute, evaluate, export, metrics, runs
+from mdl_tf import calibration, data, datasets, distribute, evaluate, export, runs
 from mdl_tf.models import build_model, make_config, model_names
 from mdl_tf.models.base import make_encoder
 
@@ -58,6 +61,7 @@ class TrainOptions:
     bad_rows: str = "error"
     cache_data: bool = False         # keep parsed rows in memory (datasets that fit in RAM)
     export: bool = True
+    calibrate: str | None = None     # platt | isotonic: post-hoc, fitted on "valid"
     verbose: int | None = None
     strategy: str = "default"        # see distribute.STRATEGIES
     tpu: str | None = None           # --strategy tpu: TPU name or address ("" = local)
@@ -305,14 +309,28 @@ def train(opts: TrainOptions) -> dict:
     # A float32, strategy-free copy of the final weights serves and evaluates.
     final = model if distribution.name == "default" and not policy else runs.restore_model(
         opts.model_dir)[0]
+    fitted = fit_calibration(final, schema, data_dir, opts)
     result = evaluate.evaluate(final, schema, opts.eval_split, data_dir,
-                               os.path.join(opts.model_dir, "metrics.json"))
-    print(metrics.format_table(result, f"{schema.name} / {opts.model} / split={opts.eval_split}"))
+                               os.path.join(opts.model_dir, "metrics.json"), calibration=fitted)
+    evaluate.print_tables(result, f"{schema.name} / {opts.model} / split={opts.eval_split}")
     export_path = None
     if opts.export:
-        export_path = export.export_saved_model(final, os.path.join(opts.model_dir, "export"))
+        export_path = export.export_saved_model(final, os.path.join(opts.model_dir, "export"),
+                                                calibration=fitted)
         print(f"exported SavedModel to {export_path}")
     return {"metrics": result, "export_path": export_path, "history": history, "model": model}
+
+
+def fit_calibration(model, schema, data_dir, opts):
+    """--calibrate: the Calibration fitted on "valid" (saved in model_dir), else None. A
+    calibration.json left by an earlier run is removed: it belongs to other weights."""
+    path = calibration.model_file(opts.model_dir)
+    if opts.calibrate:
+        return evaluate.calibrate(model, schema, data_dir, opts.calibrate, opts.model_dir)
+    if os.path.exists(path):
+        os.remove(path)
+        print(f"removed {path}: fitted for earlier weights (use --calibrate to refit)")
+    return None
 
 
 def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) -> dict:
@@ -447,6 +465,9 @@ def define_flags():
     flags.DEFINE_bool("cache_data", _D.cache_data,
                       "Keep parsed training/validation rows in memory after the first epoch.")
     flags.DEFINE_bool("export", _D.export, "Export a SavedModel at the end.")
+    flags.DEFINE_enum("calibrate", None, calibration.METHODS,
+                      "Fit a post-hoc calibration per scenario x task on the validation "
+                      "split; the export then serves calibrated probabilities.")
     flags.DEFINE_enum("strategy", _D.strategy, distribute.STRATEGIES,
                       "tf.distribute strategy; multi_worker and parameter_server read the "
                       "cluster from TF_CONFIG (see BUILD.md, 'Training at scale').")
@@ -487,7 +508,7 @@ def options_from_flags() -> TrainOptions:
         jit_compile=FLAGS.jit_compile,
         seed=FLAGS.seed, early_stopping_patience=FLAGS.early_stopping_patience,
         eval_split=FLAGS.eval_split, bad_rows=FLAGS.bad_rows, cache_data=FLAGS.cache_data,
-        export=FLAGS.export, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
+        export=FLAGS.export, calibrate=FLAGS.calibrate, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision, backup_every=FLAGS.backup_every,
         ps_min_shard_bytes=FLAGS.ps_min_shard_bytes)
 

@@ -1,6 +1,7 @@
-"""Attention maps of a trained MDL (the paper's Figs 3-4).
+"""Attention maps of a trained MDL (the paper's Figs 3-4) and reliability diagrams.
 
     python -m mdl_tf.visualize --model_dir runs/demo --split test [--out_dir DIR]
+    python -m mdl_tf.visualize --model_dir runs/demo --charts reliability
 
 For every layer, the average attention that each task token and each scenario token
 pays to the feature tokens (labelled with the schema's feature-group names), averaged
@@ -11,6 +12,14 @@ Writes to `--out_dir` (default `<model_dir>/attention/`):
   task_attention_layer<l>.png, scenario_attention_layer<l>.png   heatmaps (matplotlib, Agg)
   attention.json                                                 the averages
   attention.md                                                   a page showing them
+
+Reliability diagrams (any model; `--charts reliability`), to `--out_dir` (default
+`<model_dir>/reliability/`): one panel per scenario x task of the split, the observed
+positive rate against the mean predicted probability in equal-mass bins (the bins of the
+ECE, mdl_tf/metrics.py), for the model's scores and, when the model directory has a
+calibration (mdl_tf/calibration.py), for the calibrated ones (scenario s's maps):
+  reliability.png, reliability.json ({"split", "curves": {curve: {scenario: {task:
+  {"mean_predicted", "observed_rate", "count", "ece"}}}}})
 """
 import inspect
 import json
@@ -22,9 +31,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from mdl_tf import data, runs
+from mdl_tf import calibration, data, evaluate, metrics, runs
 
 KINDS = ("task", "scenario")
+CHARTS = ("attention", "reliability")
 
 
 def token_names(schema, kind, num_tokens):
@@ -138,6 +148,72 @@ def visualize(model_dir, split="test", out_dir=None, data_dir=None, batch_size=4
                         out_dir or os.path.join(model_dir, "attention"))
 
 
+def reliability_curves(model_dir, split="test", data_dir=None, batch_size=4096):
+    """(schema, {curve: {scenario: {task: reliability bins + "ece"}}}): the model's scores
+    ("model") and, with a calibration in model_dir, the calibrated ones (scenario s's
+    rows with s's maps, as scenario_<s> serves them)."""
+    model, schema, info = runs.restore_model(model_dir)
+    probs, labels, membership, _ = evaluate.predict_split(
+        model, schema, split, data_dir or info["data_dir"], batch_size)
+    scores = {"model": np.repeat(probs[:, None, :], schema.num_scenarios, axis=1)}
+    fitted = calibration.load_for(model_dir, schema)
+    if fitted is not None:
+        scores[f"calibrated ({fitted.method})"] = fitted.per_scenario(probs).numpy()
+    curves = {}
+    for name, p in scores.items():                                        # [N, N_s, N_t]
+        curves[name] = {}
+        for k, scenario in enumerate(schema.scenario_names):
+            curves[name][scenario] = {}
+            for n, task in enumerate(schema.task_names):
+                keep = (membership[:, k] > 0) & (labels[:, n] >= 0)
+                curves[name][scenario][task] = {
+                    **metrics.reliability_bins(labels[keep, n], p[keep, k, n]),
+                    "ece": metrics.ece(labels[keep, n], p[keep, k, n])}
+    return schema, curves
+
+
+def plot_reliability(schema, curves, split, path):
+    """A grid of reliability diagrams: rows scenarios, columns tasks, one line per curve."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows, cols = schema.scenario_names, schema.task_names
+    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False,
+                             figsize=(1.0 + 2.6 * len(cols), 0.6 + 2.4 * len(rows)))
+    for (i, scenario), (j, task) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
+        ax = axes[i][j]
+        cells = {name: c[scenario][task] for name, c in curves.items()}
+        top = max([max(c["mean_predicted"] + c["observed_rate"], default=0.0)
+                   for c in cells.values()] + [1e-3])
+        ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
+        for name, c in cells.items():
+            ax.plot(c["mean_predicted"], c["observed_rate"], marker="o", ms=3,
+                    label=f"{name}: ECE {c['ece']:.4f}")
+        ax.set_title(f"{scenario} / {task}", fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
+        ax.tick_params(labelsize=7)
+        if i == len(rows) - 1:
+            ax.set_xlabel("mean predicted", fontsize=8)
+        if j == 0:
+            ax.set_ylabel("observed rate", fontsize=8)
+    fig.suptitle(f"Reliability (equal-mass bins), split {split}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def reliability(model_dir, split="test", out_dir=None, data_dir=None, batch_size=4096):
+    """Writes reliability.png and reliability.json; returns the PNG's path."""
+    schema, curves = reliability_curves(model_dir, split, data_dir, batch_size)
+    out_dir = out_dir or os.path.join(model_dir, "reliability")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "reliability.json"), "w") as fh:
+        json.dump({"split": split, "curves": curves}, fh, indent=2)
+    png = os.path.join(out_dir, "reliability.png")
+    plot_reliability(schema, curves, split, png)
+    return png
+
+
 FLAGS = flags.FLAGS
 
 
@@ -145,7 +221,11 @@ def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
     flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
     flags.DEFINE_string("split", "test", "Split whose examples are averaged.")
-    flags.DEFINE_string("out_dir", None, "Output directory (default <model_dir>/attention).")
+    flags.DEFINE_multi_enum("charts", list(CHARTS), CHARTS,
+                            "attention: domain attention maps (MDL); reliability: "
+                            "reliability diagrams per scenario x task (any model).")
+    flags.DEFINE_string("out_dir", None, "Output directory (default <model_dir>/attention "
+                        "or <model_dir>/reliability).")
     flags.DEFINE_string("data_dir", None, "Override the data directory recorded at training.")
     flags.DEFINE_integer("batch_size", 4096, "Batch size.")
     flags.DEFINE_integer("max_batches", None, "Average over at most this many batches.")
@@ -157,12 +237,16 @@ def main(argv):
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
     try:
-        page = visualize(FLAGS.model_dir, FLAGS.split, FLAGS.out_dir, FLAGS.data_dir,
-                         FLAGS.batch_size, FLAGS.max_batches)
+        if "reliability" in FLAGS.charts:
+            print("wrote " + reliability(FLAGS.model_dir, FLAGS.split, FLAGS.out_dir,
+                                         FLAGS.data_dir, FLAGS.batch_size))
+        if "attention" in FLAGS.charts:
+            page = visualize(FLAGS.model_dir, FLAGS.split, FLAGS.out_dir, FLAGS.data_dir,
+                             FLAGS.batch_size, FLAGS.max_batches)
+            print(f"wrote {page} and its PNGs")
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(f"wrote {page} and its PNGs")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ def test_builtin_schema_loads_and_round_trips(tmp_path):
     schema_lib.dump(schema, os.path.join(tmp_path, "copy.yaml"))
     again = schema_lib.load(os.path.join(tmp_path, "copy.yaml"))
     assert again.to_dict() == schema.to_dict()
+    extended = schema_lib.from_dict({**schema.to_dict(), "lineage": [{"extends": "runs/x"}]})
+    schema_lib.dump(extended, os.path.join(tmp_path, "extended.yaml"))
+    assert schema_lib.load(os.path.join(tmp_path, "extended.yaml")).lineage == (
+        {"extends": "runs/x"},)
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -50,6 +54,7 @@ def test_builtin_schema_loads_and_round_trips(tmp_path):
                          "scenario_priors": {}}), "must match [a-z0-9_]+"),
     (lambda r: r.pop("tasks"), "missing required key 'tasks'"),
     (lambda r: r.update({"format": "parquet"}), "format must be 'csv' or 'tfrecord'"),
+    (lambda r: r.update({"lineage": ["runs/x"]}), "'lineage' must be a list of mappings"),
 ])
 def test_inconsistent_schema_is_rejected_with_its_location(tmp_path, mutate, message):
     raw = synthetic_raw()

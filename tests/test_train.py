@@ -39,7 +39,8 @@ def test_run_outputs_metrics_json_and_export(tiny_run, tiny_schema):
     for scenario in tiny_schema.scenario_names:
         assert set(saved["scenarios"][scenario]) == set(tiny_schema.task_names)
         for cell in saved["scenarios"][scenario].values():
-            assert set(cell) == {"auc", "gauc", "logloss", "count", "positives"}
+            assert set(cell) == {"auc", "gauc", "logloss", "count", "positives", "ece",
+                                 "mean_predicted", "observed_rate"}
     assert saved["overall"]["click"]["count"] == 2000
     export_dir = tiny_run["export_path"]
     assert os.path.basename(export_dir).isdigit()

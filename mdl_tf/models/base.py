@@ -50,6 +50,9 @@ class RankingModel(tfrs.models.Model):
         self.embedding_optimizer = None
         self.domain_optimizer = None
         self.xla_gradients = False
+        # (grads, variables) -> grads, or None: mdl_tf/extend.py masks the gradients so
+        # that only a new scenario's or task's slices of the per-token weights train.
+        self.gradient_transform = None
         self.build_network()
 
     # --- subclass API ------------------------------------------------------------------
@@ -131,6 +134,8 @@ class RankingModel(tfrs.models.Model):
         grads = tape.gradient(objective, variables)
         if isinstance(self.optimizer, LossScaleOptimizer):
             grads = self.optimizer.get_unscaled_gradients(grads)
+        if self.gradient_transform is not None:
+            grads = self.gradient_transform(grads, tables + dense)
         return loss, logits, grads
 
     def apply_gradient_groups(self, grads):
