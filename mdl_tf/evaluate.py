@@ -2,7 +2,8 @@
 
     python -m mdl_tf.evaluate --model_dir runs/demo [--split test]
 
-Writes <model_dir>/metrics.json (or --output) shaped as
+Writes <model_dir>/metrics_<split>.json (or --output; one file per split, so evaluating
+the test split leaves training's validation metrics alone) shaped as
 {"split": ..., "scenarios": {s: {t: {auc, gauc, logloss, count, positives}}},
  "overall": {t: {...}}} and prints the table.
 """
@@ -40,6 +41,10 @@ def predict_split(model, schema, split, data_dir, batch_size=4096):
     return cat(probs), cat(labels), cat(membership), (cat(groups) if groups else None)
 
 
+def metrics_path(model_dir, split):
+    return os.path.join(model_dir, f"metrics_{split}.json")
+
+
 def evaluate(model, schema, split, data_dir, output=None, batch_size=4096):
     probs, labels, membership, groups = predict_split(model, schema, split, data_dir, batch_size)
     result = {"split": split, **metrics.scenario_task_metrics(
@@ -58,7 +63,7 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
     flags.DEFINE_string("split", "valid", "Split to evaluate: train, valid or test.")
     flags.DEFINE_string("data_dir", None, "Override the data directory recorded at training.")
-    flags.DEFINE_string("output", None, "Where to write the metrics (default <model_dir>/metrics.json).")
+    flags.DEFINE_string("output", None, "Where to write the metrics (default <model_dir>/metrics_<split>.json).")
     flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.")
 
 
@@ -69,7 +74,7 @@ def main(argv):
         raise app.UsageError("--model_dir is required")
     model, schema, info = runs.restore_model(FLAGS.model_dir)
     result = evaluate(model, schema, FLAGS.split, FLAGS.data_dir or info["data_dir"],
-                      FLAGS.output or os.path.join(FLAGS.model_dir, "metrics.json"),
+                      FLAGS.output or metrics_path(FLAGS.model_dir, FLAGS.split),
                       FLAGS.batch_size)
     print(metrics.format_table(result, f"{schema.name} / {info['model']} / split={FLAGS.split}"))
 

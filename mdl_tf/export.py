@@ -6,8 +6,11 @@ Writes `<export_base>/<version>/` atomically (a temporary directory, then a rena
 Serving loads any numeric directory it sees). Signatures (names in serving/signatures.py,
 [a-z0-9_] only):
 
-  serving_default            raw features + `scenario` (string: names or 0-based ids,
-                             '|'-joined for multi-scenario) -> {<task>: [B] probability}
+  serving_default            raw features + the schema's scenario column (string: names,
+                             raw values the schema's scenario.values maps, or 0-based ids,
+                             '|'-joined for multi-scenario; the input is named `scenario`
+                             when the column is not a valid input name)
+                             -> {<task>: [B] probability}
   predict_examples           `examples`: serialized tf.train.Example -> {<task>: [B]}
   scenario_<s>               raw features, scenario fixed in the graph -> {<task>: [B]}
   scenario_<s>__<task>       raw features -> {"probability": [B]}
@@ -31,6 +34,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from mdl_tf import data, runs
+from mdl_tf.schema import NAME_RE
 from serving import requests, signatures as names, warmup
 from serving.manager import versions_on_disk
 
@@ -41,6 +45,16 @@ def feature_specs(schema, batch_size=None):
     """{feature: TensorSpec([batch_size], dtype)} of the raw serving inputs (no scenario)."""
     return {f.name: tf.TensorSpec([batch_size], TF_DTYPES[f.dtype], name=f.name)
             for f in schema.features}
+
+
+def scenario_input_name(schema):
+    """serving_default's scenario input: the schema's scenario column, so rows of the
+    dataset's own files can be sent as they are; "scenario" when the column is not a
+    valid identifier or is also a feature's name."""
+    column = schema.scenario.column
+    if NAME_RE.match(column) and column not in schema.feature_names:
+        return column
+    return data.SCENARIO_KEY
 
 
 def _check_scenarios(model, scenario):
@@ -62,12 +76,19 @@ def build_signatures(model, batch_size=None):
     cost analysis, see serving/cost.py); exports use None."""
     schema = model.schema
     specs = feature_specs(schema, batch_size)
-    scenario_spec = tf.TensorSpec([batch_size], tf.string, name=data.SCENARIO_KEY)
+    scenario_input = scenario_input_name(schema)
+    scenario_spec = tf.TensorSpec([batch_size], tf.string, name=scenario_input)
 
-    @tf.function(input_signature=[{**specs, data.SCENARIO_KEY: scenario_spec}])
-    def predict(raw):
+    @tf.function
+    def predict_named(raw):   # raw[SCENARIO_KEY]: scenario names or indices
         with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
             return _outputs(schema, model.predict_raw(raw))
+
+    @tf.function(input_signature=[{**specs, scenario_input: scenario_spec}])
+    def predict(raw):
+        raw = dict(raw)
+        raw[data.SCENARIO_KEY] = data.map_scenario_values(schema, raw.pop(scenario_input))
+        return predict_named(raw)
 
     @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.string,
                                                 name=names.EXAMPLES_INPUT)])
@@ -75,7 +96,7 @@ def build_signatures(model, batch_size=None):
         spec = {**data.example_spec(schema),
                 schema.scenario.column: tf.io.VarLenFeature(tf.string)}
         parsed = tf.io.parse_example(serialized, spec)
-        return predict(data.raw_from_parsed(schema, parsed))
+        return predict_named(data.raw_from_parsed(schema, parsed))
 
     functions = {names.DEFAULT: predict, names.EXAMPLES: predict_examples}
     for k, scenario in enumerate(schema.scenario_names):
@@ -118,7 +139,7 @@ def sample_inputs(schema):
     inputs {name: [value]} plus the serialized tf.train.Example under "examples"."""
     neutral = {"int64": 0, "float32": 0.0, "string": ""}
     raw = {f.name: [neutral[f.dtype]] for f in schema.features}
-    raw[data.SCENARIO_KEY] = [schema.scenario_names[0]]
+    raw[data.SCENARIO_KEY] = raw[scenario_input_name(schema)] = [schema.scenario_names[0]]
     row = {f.source_column: raw[f.name][0] for f in schema.features}
     row[schema.scenario.column] = schema.scenario_names[0]
     raw[names.EXAMPLES_INPUT] = [data.example_from_row(schema, row).SerializeToString()]

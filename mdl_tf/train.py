@@ -7,7 +7,7 @@
 Trains with XLA (`--jit_compile`), checkpoints every epoch and resumes from the latest
 checkpoint in `--model_dir`; a killed run restarted with the same command resumes from its
 last backup (every `--backup_every` steps, BackupAndRestore). Logs to TensorBoard, stops
-early on the mean validation AUC, then evaluates (per scenario x task; writes metrics.json)
+early on the mean validation AUC, then evaluates (per scenario x task; writes metrics_<split>.json)
 and exports a SavedModel to `<model_dir>/export/<version>/`. `--strategy` and
 `--mixed_precision` choose the tf.distribute strategy and dtype policy (mdl_tf/distribute.py);
 only the chief writes the run's files, evaluates and exports. The CLI only parses flags into
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from mdl_tf.models.base import make_encoder
 
 OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 BACKUP_DIR = "backup"    # under model_dir: BackupAndRestore's fault-tolerance backups
+MIN_STEPS = 4            # fewer training batches per epoch than this: warn
 
 
 @dataclasses.dataclass
@@ -210,6 +212,32 @@ class ChiefValidation(tf.keras.callbacks.Callback):
             logs[f"val_{task}_auc"] = cell["auc"]
 
 
+class Progress(tf.keras.callbacks.Callback):
+    """Within-epoch progress for logs that are not a terminal (Keras' bar needs one): every
+    `every_s` seconds one line with step, examples/s, ETA and loss."""
+
+    def __init__(self, steps_per_epoch, batch_size, every_s=15.0):
+        super().__init__()
+        self.total, self.batch_size, self.every_s = steps_per_epoch, batch_size, every_s
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if batch == 0:   # rates from the second step on: the first one traces the graph
+            self.start = self.last = now
+            return
+        if now - self.last < self.every_s:
+            return
+        self.last, rate = now, batch / (now - self.start)
+        eta = f"  ETA {(self.total - batch - 1) / rate:.0f}s" if self.total else ""
+        of = f"/{self.total}" if self.total else ""
+        loss = f"  loss {float(logs['loss']):.4f}" if logs and "loss" in logs else ""
+        print(f"  epoch {self.epoch} step {batch + 1}{of}  {rate * self.batch_size:,.0f} "
+              f"examples/s{eta}{loss}", flush=True)
+
+
 class StartStep(tf.keras.callbacks.Callback):
     """Prints the step training starts from (after BackupAndRestore has restored it)."""
 
@@ -217,6 +245,60 @@ class StartStep(tf.keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         if step:
             print(f"resuming training at step {step}", flush=True)
+
+
+def count_rows(schema, split, data_dir) -> int | None:
+    """Rows of a split (records for TFRecord; None when the files are too big to count)."""
+    files = data.expand_files(schema.files_for(split, data_dir))
+    if schema.format == "csv":
+        total = 0
+        for path in files:
+            with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+                total += sum(1 for line in fh if line.strip()) - 1   # the header
+        return total
+    if sum(os.path.getsize(f) for f in files) > (256 << 20):
+        return None
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(
+        ".gz") else "")
+    return int(records.reduce(0, lambda n, _: n + 1))
+
+
+def check_data_size(schema, data_dir, opts) -> int | None:
+    """Training rows; a clear error below one batch, a warning below MIN_STEPS batches, and
+    a note on the partial last batch each epoch drops."""
+    rows = count_rows(schema, "train", data_dir)
+    if rows is None or opts.steps > 0:
+        return rows
+    b = opts.batch_size
+    if rows < b:
+        raise ValueError(f"the train split has {rows} rows, fewer than one batch "
+                         f"(--batch_size {b}); use --batch_size {small_batch_size(rows)} or less")
+    if rows < MIN_STEPS * b:
+        print(f"warning: the train split has {rows} rows: {rows // b} step(s) per epoch at "
+              f"--batch_size {b}, too few to learn from; try --batch_size "
+              f"{small_batch_size(rows)}", flush=True)
+    if rows % b:
+        print(f"note: each epoch drops its last partial batch ({rows % b} of {rows} rows, "
+              "different ones each epoch: the rows are shuffled)", flush=True)
+    return rows
+
+
+def small_batch_size(rows, steps=20):
+    """The power of two giving about `steps` steps per epoch (at least 1)."""
+    return 1 << max(0, (max(rows // steps, 1)).bit_length() - 1)
+
+
+def check_token_width(config, schema):
+    """RankMixer's token mixing needs d_model divisible by the number of feature tokens
+    (the schema's groups): say which --config values work, instead of a Keras trace."""
+    n = len(schema.groups)
+    if getattr(config, "interaction", None) != "rankmixer" or config.d_model % n == 0:
+        return
+    valid = [n * k for k in range(1, 2 * config.d_model // n + 2)][:8]
+    raise ValueError(f"d_model ({config.d_model}) must be divisible by the number of feature "
+                     f"groups ({n}: {', '.join(schema.groups)}) in {schema.path or schema.name}: "
+                     f"use --config d_model=N with N one of {', '.join(map(str, valid))}, ..., "
+                     "or regroup the features, or --config interaction=self_attention")
 
 
 def prepare_data(opts: TrainOptions):
@@ -255,6 +337,8 @@ def train(opts: TrainOptions) -> dict:
     tf.keras.utils.set_random_seed(opts.seed)
     schema, data_dir = prepare_data(opts)
     config = make_config(opts.model, opts.config)
+    check_token_width(config, schema)
+    train_rows = check_data_size(schema, data_dir, opts) if distribution.is_chief else None
     policy = distribute.mixed_precision_policy(distribution) if opts.mixed_precision else None
     with distribute.precision(policy):
         with distribution.strategy.scope():
@@ -262,7 +346,8 @@ def train(opts: TrainOptions) -> dict:
             compile_model(model, opts, distribution)
         if distribution.is_chief:
             runs.save_run(opts.model_dir, opts.model, config, schema, data_dir)
-        history = fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch)
+        history = fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
+                      train_rows)
     if not distribution.is_chief:
         _remove_private_dir(opts.model_dir, distribution)
         return {"metrics": None, "export_path": None, "history": history, "model": model}
@@ -270,7 +355,7 @@ def train(opts: TrainOptions) -> dict:
     final = model if distribution.name == "default" and not policy else runs.restore_model(
         opts.model_dir)[0]
     result = evaluate.evaluate(final, schema, opts.eval_split, data_dir,
-                               os.path.join(opts.model_dir, "metrics.json"))
+                               evaluate.metrics_path(opts.model_dir, opts.eval_split))
     print(metrics.format_table(result, f"{schema.name} / {opts.model} / split={opts.eval_split}"))
     export_path = None
     if opts.export:
@@ -279,7 +364,8 @@ def train(opts: TrainOptions) -> dict:
     return {"metrics": result, "export_path": export_path, "history": history, "model": model}
 
 
-def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) -> dict:
+def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
+        train_rows=None) -> dict:
     """Restores the latest checkpoint, runs model.fit to `epochs`; returns the history.
 
     Every task reads the chief's checkpoints; tasks other than the chief write theirs to
@@ -307,7 +393,8 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) ->
                 train_ds, validation_data=valid_ds, epochs=epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=steps_per_epoch,
                 callbacks=fit_callbacks(schema, data_dir, opts, distribution, manager,
-                                        epoch_var),
+                                        epoch_var, steps_per_epoch or (
+                                            train_rows or 0) // opts.batch_size),
                 verbose=_verbosity(opts, distribution)).history
     print(f"training took {time.time() - start:.1f}s")
     _remove_empty_dirs(backup_dir)   # BackupAndRestore leaves them behind
@@ -328,7 +415,8 @@ def backed_up_steps(backup_dir) -> int:
         return 0
 
 
-def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var):
+def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var,
+                  steps_per_epoch=0):
     """In order: each callback sees the logs the earlier ones added."""
     ps = distribution.name == "parameter_server"   # no batch-level callbacks under PS
     # BackupAndRestore restores in on_train_begin; StartStep reports what it restored.
@@ -348,7 +436,9 @@ def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var):
     if opts.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             "val_auc_mean", mode="max", patience=opts.early_stopping_patience,
-            restore_best_weights=True))
+            restore_best_weights=True, verbose=int(distribution.is_chief)))
+    if not ps and _verbosity(opts, distribution) == 2:
+        callbacks.append(Progress(steps_per_epoch, opts.batch_size))
     return callbacks + list(opts.callbacks)
 
 

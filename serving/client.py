@@ -116,7 +116,7 @@ class ServingClient:
         """{output: np.ndarray} for `inputs` (name -> values, one per example).
 
         The signature is `signature`, else the one for scenario/task (serving_default when
-        neither; then `inputs` must hold "scenario"). Keys the signature doesn't take, such
+        neither; then `inputs` must hold the scenario column, named as in the dataset's files). Keys the signature doesn't take, such
         as labels, are ignored; a missing input raises ValueError before anything is sent.
         """
         name = signature or signatures.signature_for(scenario, task)
