@@ -129,6 +129,7 @@ def test_scenario_values_map_raw_values_to_names(tmp_path):
     with pytest.raises(SchemaError, match="maps 'Other' to unknown scenario 'elsewhere'"):
         schema_lib.load(write(tmp_path, raw))
     raw["scenario"] = {"column": "scenario", "names": ["Feed Main"]}
+    raw["scenario_priors"] = {}
     with pytest.raises(SchemaError, match="values: {'Feed Main': feed_main}"):
         schema_lib.load(write(tmp_path, raw))
 
