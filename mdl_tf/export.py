@@ -58,13 +58,18 @@ def scenario_input_name(schema):
 
 
 def _check_scenarios(model, scenario):
+    """An Assert naming the unknown scenario values and the known ones, each as one string
+    (serving/errors.py shows TensorFlow's "assertion failed: [..] [..]" without the graph
+    internals)."""
+    schema = model.schema
     ids = model.encoder.scenario.ids(scenario)
-    unknown = tf.boolean_mask(tf.strings.split(scenario, model.schema.scenario.separator)
+    unknown = tf.boolean_mask(tf.strings.split(scenario, schema.scenario.separator)
                               .flat_values, ids.flat_values < 0)
+    known = ", ".join(schema.scenario_names + [repr(v) for v in schema.scenario.values])
     return tf.debugging.Assert(
         tf.size(unknown) == 0,
-        ["unknown scenario", unknown, "known scenarios:",
-         tf.constant(model.schema.scenario_names)])
+        ["unknown scenario", tf.strings.reduce_join("'" + unknown + "'", separator=", "),
+         f"(input '{scenario_input_name(schema)}'); known scenarios: {known}"])
 
 
 def _outputs(schema, probs):
