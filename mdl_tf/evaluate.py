@@ -10,6 +10,11 @@ the test split leaves training's validation metrics alone) shaped as
 import json
 import os
 
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_evaluate_flags)
+
 import mdl_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
@@ -60,11 +65,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
-    flags.DEFINE_string("split", "valid", "Split to evaluate: train, valid or test.")
-    flags.DEFINE_string("data_dir", None, "Override the data directory recorded at training.")
-    flags.DEFINE_string("output", None, "Where to write the metrics (default <model_dir>/metrics_<split>.json).")
-    flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.")
+    cli.define_evaluate_flags()
 
 
 def main(argv):

@@ -29,6 +29,11 @@ import inspect
 import os
 import time
 
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_export_flags)
+
 import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
@@ -214,9 +219,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
-    flags.DEFINE_string("export_base", None, "Export base path (default <model_dir>/export).")
-    flags.DEFINE_integer("version", 0, "Version number (default: max(now, last + 1)).")
+    cli.define_export_flags()
 
 
 def main(argv):

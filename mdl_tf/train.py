@@ -16,55 +16,28 @@ TrainOptions; `train()` is the library entry point.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import os
 import shutil
 import sys
 import time
 
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_train_flags)
+
 import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
 
 from mdl_tf import data, datasets, distribute, evaluate, export, metrics, runs
+from mdl_tf.options import OPTIMIZERS, TrainOptions  # noqa: F401  (train.TrainOptions: API)
 from mdl_tf.models import build_model, make_config, model_names
 from mdl_tf.models.base import make_encoder
 
-OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 BACKUP_DIR = "backup"    # under model_dir: BackupAndRestore's fault-tolerance backups
 MIN_STEPS = 4            # fewer training batches per epoch than this: warn
-
-
-@dataclasses.dataclass
-class TrainOptions:
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    model: str = "mdl"
-    model_dir: str = "runs/default"
-    config: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 3
-    steps: int = 0                   # > 0: train this many steps (overrides epochs)
-    steps_per_eval: int = 100        # with steps: evaluate/checkpoint every this many steps
-    batch_size: int = 2048           # global: split over the replicas of the strategy
-    learning_rate: float = 2e-3
-    optimizer: str = "adam"
-    embedding_optimizer: str = "adam"   # "same": one optimizer for all weights
-    embedding_learning_rate: float | None = None
-    jit_compile: bool = True
-    seed: int = 0
-    early_stopping_patience: int = 2
-    eval_split: str = "valid"
-    bad_rows: str = "error"
-    cache_data: bool = False         # keep parsed rows in memory (datasets that fit in RAM)
-    export: bool = True
-    verbose: int | None = None
-    strategy: str = "default"        # see distribute.STRATEGIES
-    tpu: str | None = None           # --strategy tpu: TPU name or address ("" = local)
-    mixed_precision: bool = False    # mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU
-    backup_every: int = 100          # steps between fault-tolerance backups (0: every epoch)
-    ps_min_shard_bytes: int = distribute.DEFAULT_PS_MIN_SHARD_BYTES
-    callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
 
 
 def make_optimizer(name, learning_rate):
@@ -462,52 +435,11 @@ def _remove_private_dir(model_dir, distribution):
 
 # --- CLI ---------------------------------------------------------------------------------
 FLAGS = flags.FLAGS
-_D = TrainOptions()
 
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("dataset", _D.dataset,
-                        f"A built-in dataset ({', '.join(datasets.BUILTIN)}) or a schema YAML path.")
-    flags.DEFINE_string("data_dir", None, "Where the schema's files are (for recipe datasets: "
-                        "the raw files the recipe reads).")
-    flags.DEFINE_string("model", _D.model, "Model name.")
-    flags.DEFINE_string("model_dir", None, "Output directory (default runs/<dataset>-<model>).")
-    flags.DEFINE_multi_string("config", [], "Model config override key=value (repeatable), "
-                              "e.g. --config d_model=128 --config num_layers=3.")
-    flags.DEFINE_integer("epochs", _D.epochs, "Passes over the training data (ignored with --steps).")
-    flags.DEFINE_integer("steps", _D.steps, "Train this many steps instead of --epochs.")
-    flags.DEFINE_integer("steps_per_eval", _D.steps_per_eval,
-                         "With --steps: validate and checkpoint every this many steps.")
-    flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size (the paper uses 2048).")
-    flags.DEFINE_float("learning_rate", _D.learning_rate, "Learning rate of the dense weights.")
-    flags.DEFINE_enum("optimizer", _D.optimizer, OPTIMIZERS, "Optimizer of the dense weights.")
-    flags.DEFINE_enum("embedding_optimizer", _D.embedding_optimizer, OPTIMIZERS + ("same",),
-                      "Optimizer of the embedding tables ('same': share --optimizer).")
-    flags.DEFINE_float("embedding_learning_rate", None, "Default: --learning_rate.")
-    flags.DEFINE_bool("jit_compile", _D.jit_compile, "Compile the training step with XLA.")
-    flags.DEFINE_integer("seed", _D.seed, "Random seed.")
-    flags.DEFINE_integer("early_stopping_patience", _D.early_stopping_patience,
-                         "Epochs without a better val_auc_mean before stopping (0: off).")
-    flags.DEFINE_string("eval_split", _D.eval_split, "Split evaluated at the end.")
-    flags.DEFINE_enum("bad_rows", _D.bad_rows, ["error", "skip"],
-                      "Bad input rows: stop with an error naming file/line/column, or skip and count.")
-    flags.DEFINE_bool("cache_data", _D.cache_data,
-                      "Keep parsed training/validation rows in memory after the first epoch.")
-    flags.DEFINE_bool("export", _D.export, "Export a SavedModel at the end.")
-    flags.DEFINE_enum("strategy", _D.strategy, distribute.STRATEGIES,
-                      "tf.distribute strategy; multi_worker and parameter_server read the "
-                      "cluster from TF_CONFIG (see BUILD.md, 'Training at scale').")
-    flags.DEFINE_string("tpu", None, "--strategy tpu: TPU name or grpc address ('' = local).")
-    flags.DEFINE_bool("mixed_precision", _D.mixed_precision,
-                      "mixed_float16 with loss scaling on GPU, mixed_bfloat16 on TPU and CPU; "
-                      "logits and loss stay float32.")
-    flags.DEFINE_integer("backup_every", _D.backup_every,
-                         "Steps between fault-tolerance backups (0: every epoch); a killed run "
-                         "restarted with the same command resumes from the last one.")
-    flags.DEFINE_integer("ps_min_shard_bytes", _D.ps_min_shard_bytes,
-                         "--strategy parameter_server: variables are split over the ps tasks "
-                         "in shards of at least this many bytes.")
+    cli.define_train_flags()
 
 
 def parse_overrides(items):

@@ -1,0 +1,39 @@
+"""Training options: what `mdl_tf.train` takes, importable without TensorFlow (the CLIs'
+--help reads the defaults from here before TensorFlow loads)."""
+from __future__ import annotations
+
+import dataclasses
+
+OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+DEFAULT_PS_MIN_SHARD_BYTES = 256 << 10   # = distribute.DEFAULT_PS_MIN_SHARD_BYTES (tested)
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    model: str = "mdl"
+    model_dir: str = "runs/default"
+    config: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 3
+    steps: int = 0                   # > 0: train this many steps (overrides epochs)
+    steps_per_eval: int = 100        # with steps: evaluate/checkpoint every this many steps
+    batch_size: int = 2048           # global: split over the replicas of the strategy
+    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    embedding_optimizer: str = "adam"   # "same": one optimizer for all weights
+    embedding_learning_rate: float | None = None
+    jit_compile: bool = True
+    seed: int = 0
+    early_stopping_patience: int = 2
+    eval_split: str = "valid"
+    bad_rows: str = "error"
+    cache_data: bool = False         # keep parsed rows in memory (datasets that fit in RAM)
+    export: bool = True
+    verbose: int | None = None
+    strategy: str = "default"        # see cli.STRATEGIES (distribute.STRATEGIES)
+    tpu: str | None = None           # --strategy tpu: TPU name or address ("" = local)
+    mixed_precision: bool = False    # mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU
+    backup_every: int = 100          # steps between fault-tolerance backups (0: every epoch)
+    ps_min_shard_bytes: int = DEFAULT_PS_MIN_SHARD_BYTES
+    callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
