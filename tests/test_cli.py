@@ -54,10 +54,22 @@ def test_static_lists_match_the_registry_and_distribute():
     assert options.DEFAULT_PS_MIN_SHARD_BYTES == distribute.DEFAULT_PS_MIN_SHARD_BYTES
 
 
-def readme_commands():
+def readme_blocks(*languages):
     with open(os.path.join(REPO, "README.md")) as fh:
         text = fh.read()
-    blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.S)
+    return [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S)
+            if lang in languages]
+
+
+def test_readme_python_blocks_compile():
+    blocks = readme_blocks("python")
+    assert blocks
+    for block in blocks:
+        compile(block, "README.md", "exec")
+
+
+def readme_commands():
+    blocks = readme_blocks("", "sh", "bash")
     lines = [line.split("#")[0].strip() for b in blocks for line in b.splitlines()]
     return [re.sub(r"^\.venv/bin/python", "python", line) for line in lines
             if re.match(r"(\.venv/bin/)?python -m ", line)]
