@@ -424,7 +424,10 @@ def parse_args(argv):
                    help="only rewrite the .md and .png of an existing results JSON")
     p.add_argument("--data_dir", default=None, help="raw files of the dataset's recipe")
     p.add_argument("--schema", default=None,
-                   help="a schema YAML replacing the dataset's built-in one (same recipe)")
+                   help="a schema YAML: any dataset (e.g. from mdl_tf.infer; --dataset not "
+                   "needed), or one replacing a built-in dataset's schema (same recipe)")
+    p.add_argument("--name", default=None, help="name of the outputs <out_dir>/<name>.json, "
+                   ".md, .png (default: --dataset, or the schema's name)")
     p.add_argument("--models", nargs="+", default=[REFERENCE, *BASELINES],
                    help="model names or name:key=value:... variants")
     p.add_argument("--seeds", type=int, default=3)
@@ -446,6 +449,23 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+COMMITTED_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def output_name(args):
+    """The outputs' name; SystemExit when a custom schema would write into the repository's
+    committed results (they hold the built-in datasets' reference numbers only)."""
+    custom = args.schema is not None or args.dataset not in DATASETS
+    if custom and os.path.abspath(args.out_dir) == COMMITTED_RESULTS:
+        raise SystemExit(f"--schema runs do not write into {COMMITTED_RESULTS} (the committed "
+                         "results of the built-in datasets): give --out_dir")
+    if args.name:
+        return args.name
+    if args.dataset and not args.schema:
+        return args.dataset
+    return datasets.load_schema(args.schema).name
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -454,8 +474,9 @@ def main(argv=None):
             summary = from_json(json.load(fh))
         print(f"rewrote {write_reports(summary, os.path.dirname(args.render), False)}.md, .png")
         return
-    if not args.dataset:
-        raise SystemExit("--dataset is required")
+    if not args.dataset and not args.schema:
+        raise SystemExit("--dataset or --schema is required")
+    name = output_name(args)
     logging.set_verbosity(logging.WARNING)
     command = "python -m benchmarks.quality " + shlex.join(argv)
     settings = Settings(
@@ -470,13 +491,13 @@ def main(argv=None):
     def log(msg):
         print(f"[{time.time() - start:6.0f}s] {msg}", flush=True)
 
-    schema, data_dir = prepare_dataset(args.dataset, args.data_dir, args.work_dir,
+    schema, data_dir = prepare_dataset(args.dataset or name, args.data_dir, args.work_dir,
                                        schema_path=args.schema)
     splits = load_splits(schema, data_dir)
-    log(f"{args.dataset}: {len(splits['train'].labels)} train rows encoded")
+    log(f"{name}: {len(splits['train'].labels)} train rows encoded")
     target = count_params(REFERENCE, schema, settings.backbone)
     results = [run_model(spec, schema, splits, settings, target, log) for spec in args.models]
-    summary = summarise(args.dataset, command, schema, splits["test"], results, settings)
+    summary = summarise(name, command, schema, splits["test"], results, settings)
     summary["wall_seconds"] = round(time.time() - start, 1)
     base = write_reports(summary, args.out_dir)
     log(f"wrote {base}.json, .md, .png")

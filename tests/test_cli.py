@@ -90,3 +90,16 @@ def test_readme_commands_use_existing_flags():
             helps[entry] += help_text("serving.client predict").stdout
         for flag in re.findall(r"(--[a-z_]+)", command):
             assert flag in helps[entry], f"README: {command}: {flag} is not a flag of {entry}"
+
+
+def test_quality_benchmark_names_custom_outputs_and_protects_committed_results(tmp_path):
+    from benchmarks import quality
+    schema = os.path.join(REPO, "mdl_tf", "datasets", "synthetic.yaml")
+    args = quality.parse_args(["--schema", schema])
+    with pytest.raises(SystemExit, match="do not write into .*results"):
+        quality.output_name(args)
+    args = quality.parse_args(["--schema", schema, "--out_dir", str(tmp_path)])
+    assert quality.output_name(args) == "synthetic"
+    args = quality.parse_args(["--schema", schema, "--out_dir", str(tmp_path), "--name", "mine"])
+    assert quality.output_name(args) == "mine"
+    assert quality.output_name(quality.parse_args(["--dataset", "census"])) == "census"
