@@ -66,3 +66,24 @@ def test_early_stopping_says_when_it_stops_and_which_weights_it_restores(tmp_pat
                                                .EarlyStopping)]
     assert stop and stop[0].verbose == 1 and stop[0].restore_best_weights
     assert any(isinstance(c, train.Progress) for c in callbacks)
+
+
+def test_metrics_table_explains_its_columns():
+    from mdl_tf import metrics
+    cell = {"auc": 0.7, "gauc": 0.6, "logloss": 0.5, "count": 10, "positives": 3}
+    table = metrics.format_table({"scenarios": {"a": {"t": cell}, "b": {"t": cell}},
+                                  "overall": {"t": cell}})
+    assert table.splitlines()[-1] == metrics.TABLE_LEGEND
+    assert "gauc" in metrics.TABLE_LEGEND and "counts in each" in metrics.TABLE_LEGEND
+
+
+def test_tensorflow_info_lines_are_off_unless_the_user_chose_a_level():
+    import subprocess
+    import sys
+    code = "import os, mdl_tf; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True).stdout.strip() == "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True).stdout.strip() == "0"
