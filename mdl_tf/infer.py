@@ -33,6 +33,7 @@ import pandas as pd
 
 from mdl_tf import schema as schema_lib
 from mdl_tf.datasets.splits import reference_split
+from mdl_tf.options import suggested_batch_size
 
 SPLITS = ("train", "valid", "test")
 LABEL_VALUES = {"", "0", "1", "0.0", "1.0"}
@@ -229,11 +230,6 @@ def infer(df: pd.DataFrame, opts) -> tuple:
 
 def _list(text) -> list:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
-
-
-def suggested_batch_size(train_rows: int, steps: int = 20) -> int:
-    """A power of two giving about `steps` steps per epoch, within [16, 2048]."""
-    return int(min(2048, max(16, 1 << int(np.log2(max(train_rows // steps, 1))))))
 
 
 def write(raw: dict, parts: dict, out_dir: str) -> schema_lib.Schema:

@@ -37,3 +37,8 @@ class TrainOptions:
     backup_every: int = 100          # steps between fault-tolerance backups (0: every epoch)
     ps_min_shard_bytes: int = DEFAULT_PS_MIN_SHARD_BYTES
     callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
+
+
+def suggested_batch_size(rows: int, steps: int = 20) -> int:
+    """The power of two giving about `steps` steps per epoch over `rows`, in [1, 2048]."""
+    return min(2048, 1 << max(0, max(rows // steps, 1).bit_length() - 1))

@@ -32,12 +32,14 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from mdl_tf import data, datasets, distribute, evaluate, export, metrics, runs
-from mdl_tf.options import OPTIMIZERS, TrainOptions  # noqa: F401  (train.TrainOptions: API)
+from mdl_tf.options import (OPTIMIZERS, TrainOptions,  # noqa: F401  (train.TrainOptions: API)
+                            suggested_batch_size)
 from mdl_tf.models import build_model, make_config, model_names
 from mdl_tf.models.base import make_encoder
 
 BACKUP_DIR = "backup"    # under model_dir: BackupAndRestore's fault-tolerance backups
 MIN_STEPS = 4            # fewer training batches per epoch than this: warn
+COUNT_LIMIT_BYTES = 256 << 20   # larger training files are not counted before training
 
 
 def make_optimizer(name, learning_rate):
@@ -221,16 +223,17 @@ class StartStep(tf.keras.callbacks.Callback):
 
 
 def count_rows(schema, split, data_dir) -> int | None:
-    """Rows of a split (records for TFRecord; None when the files are too big to count)."""
+    """Rows of a split (records for TFRecord); None when the files hold more than
+    COUNT_LIMIT_BYTES (counting would take long, and such a split is not small)."""
     files = data.expand_files(schema.files_for(split, data_dir))
+    if sum(os.path.getsize(f) for f in files) > COUNT_LIMIT_BYTES:
+        return None
     if schema.format == "csv":
         total = 0
         for path in files:
             with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
                 total += sum(1 for line in fh if line.strip()) - 1   # the header
         return total
-    if sum(os.path.getsize(f) for f in files) > (256 << 20):
-        return None
     records = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(
         ".gz") else "")
     return int(records.reduce(0, lambda n, _: n + 1))
@@ -245,20 +248,16 @@ def check_data_size(schema, data_dir, opts) -> int | None:
     b = opts.batch_size
     if rows < b:
         raise ValueError(f"the train split has {rows} rows, fewer than one batch "
-                         f"(--batch_size {b}); use --batch_size {small_batch_size(rows)} or less")
+                         f"(--batch_size {b}); use --batch_size {suggested_batch_size(rows)} "
+                         "or less")
     if rows < MIN_STEPS * b:
         print(f"warning: the train split has {rows} rows: {rows // b} step(s) per epoch at "
               f"--batch_size {b}, too few to learn from; try --batch_size "
-              f"{small_batch_size(rows)}", flush=True)
+              f"{suggested_batch_size(rows)}", flush=True)
     if rows % b:
         print(f"note: each epoch drops its last partial batch ({rows % b} of {rows} rows, "
               "different ones each epoch: the rows are shuffled)", flush=True)
     return rows
-
-
-def small_batch_size(rows, steps=20):
-    """The power of two giving about `steps` steps per epoch (at least 1)."""
-    return 1 << max(0, (max(rows // steps, 1)).bit_length() - 1)
 
 
 def check_token_width(config, schema):
