@@ -35,9 +35,10 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="GetModelStatus: versions and their states")
     sub.add_parser("signatures", help="GetModelMetadata: signatures with inputs and outputs")
-    wait = sub.add_parser("wait", help="wait until a version is AVAILABLE")
+    defaults = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    wait = sub.add_parser("wait", help="wait until a version is AVAILABLE", **defaults)
     wait.add_argument("--wait_timeout", type=float, default=60.0, help="seconds")
-    pred = sub.add_parser("predict", help="Predict for rows; prints JSON")
+    pred = sub.add_parser("predict", help="Predict for rows; prints JSON", **defaults)
     pred.add_argument("--scenario", help="scenario name: use its signature scenario_<s> "
                       "(default: serving_default, scenario taken from each row)")
     pred.add_argument("--task", help="with --scenario: only this task's signature")
@@ -148,8 +149,8 @@ class ServingClient:
         """{output: np.ndarray} for `inputs` (name -> values, one per example).
 
         The signature is `signature`, else the one for scenario/task (serving_default when
-        neither; then `inputs` must hold the scenario column, named as in the dataset's files). Keys the signature doesn't take, such
-        as labels, are ignored; a missing input raises ValueError before anything is sent.
+        neither; then `inputs` must hold the scenario column, named as in the dataset's
+        files). Keys the signature doesn't take, such as labels, are ignored; a missing input raises ValueError before anything is sent.
         """
         name = signature or signatures.signature_for(scenario, task)
         dtypes = self.input_dtypes(name)
