@@ -73,7 +73,8 @@ def _check_scenarios(model, scenario):
     known = ", ".join(schema.scenario_names + [repr(v) for v in schema.scenario.values])
     return tf.debugging.Assert(
         tf.size(unknown) == 0,
-        ["unknown scenario", tf.strings.reduce_join("'" + unknown + "'", separator=", "),
+        ["unknown scenario", tf.strings.reduce_join("'" + tf.unique(unknown).y + "'",
+                                                   separator=", "),
          f"(input '{scenario_input_name(schema)}'); known scenarios: {known}"])
 
 
@@ -89,24 +90,22 @@ def build_signatures(model, batch_size=None):
     scenario_input = scenario_input_name(schema)
     scenario_spec = tf.TensorSpec([batch_size], tf.string, name=scenario_input)
 
-    @tf.function
-    def predict_named(raw):   # raw[SCENARIO_KEY]: scenario names or indices
-        with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
-            return _outputs(schema, model.predict_raw(raw))
-
     @tf.function(input_signature=[{**specs, scenario_input: scenario_spec}])
     def predict(raw):
         raw = dict(raw)
         raw[data.SCENARIO_KEY] = data.map_scenario_values(schema, raw.pop(scenario_input))
-        return predict_named(raw)
+        with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
+            return _outputs(schema, model.predict_raw(raw))
 
     @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.string,
                                                 name=names.EXAMPLES_INPUT)])
     def predict_examples(serialized):
         spec = {**data.example_spec(schema),
                 schema.scenario.column: tf.io.VarLenFeature(tf.string)}
-        parsed = tf.io.parse_example(serialized, spec)
-        return predict_named(data.raw_from_parsed(schema, parsed))
+        raw = data.raw_from_parsed(schema, tf.io.parse_example(serialized, spec))
+        # Names map to themselves (schema.validate), so predict's mapping changes nothing.
+        raw[scenario_input] = raw.pop(data.SCENARIO_KEY)
+        return predict(raw)
 
     functions = {names.DEFAULT: predict, names.EXAMPLES: predict_examples}
     for k, scenario in enumerate(schema.scenario_names):

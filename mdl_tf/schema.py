@@ -366,6 +366,9 @@ def validate(schema: Schema) -> None:
         if name not in schema.scenario.names:
             raise SchemaError(f"{where}: scenario.values maps '{raw_value}' to unknown scenario "
                               f"'{name}' (names: {', '.join(schema.scenario.names)})")
+        if raw_value in schema.scenario.names and raw_value != name:
+            raise SchemaError(f"{where}: scenario.values maps '{raw_value}', itself a scenario "
+                              f"name, to another one ('{name}')")
         if schema.scenario.separator in raw_value:
             raise SchemaError(f"{where}: scenario.values key '{raw_value}' contains the "
                               f"scenario separator '{schema.scenario.separator}'")

@@ -30,8 +30,9 @@ def from_tf_error(error):
 
 def without_graph_internals(message):
     match = _ASSERTION.search(message)
-    if match:
-        return " ".join(p.strip("[] ") for p in re.split(r"\]\s+\[", match.group(1)))
+    if match:   # TensorFlow prints string data with quotes escaped
+        parts = re.split(r"\]\s+\[", match.group(1).replace("\\'", "'"))
+        return " ".join(p.strip("[] ") for p in parts)
     message = _INTERNALS.sub("", message)
     return message.split("<stack traces unavailable>", 1)[-1].strip()
 

@@ -138,3 +138,11 @@ def test_safe_names_are_signature_safe_and_distinct():
     names = schema_lib.safe_names(["Mens E-Mail", "mens e-mail", "No E-Mail", "%%"])
     assert names == {"Mens E-Mail": "mens_e_mail", "mens e-mail": "mens_e_mail_2",
                      "No E-Mail": "no_e_mail", "%%": "none"}
+
+
+def test_scenario_values_may_not_remap_a_scenario_name(tmp_path):
+    raw = synthetic_raw()
+    raw["scenario"] = {"column": "scenario", "names": ["feed", "search", "mall"],
+                       "values": {"feed": "search"}}
+    with pytest.raises(SchemaError, match="maps 'feed', itself a scenario name"):
+        schema_lib.load(write(tmp_path, raw))

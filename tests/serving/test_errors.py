@@ -17,6 +17,11 @@ def test_assertion_keeps_only_its_parts():
                              "scenarios: mens, 'Mens E-Mail'")
 
 
+def test_escaped_quotes_in_assertion_data_are_restored():
+    message = ASSERT.replace("'Kids', 'x'", "\\'Kids\\'")
+    assert errors.without_graph_internals(message).startswith("unknown scenario 'Kids' (input")
+
+
 def test_other_errors_lose_function_and_op_names():
     message = ("{{function_node __inference_signature_wrapper_7}} Could not parse example "
                "input, value: 'x' [Op:__inference_signature_wrapper_7]")
