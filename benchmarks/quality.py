@@ -176,12 +176,12 @@ def load_splits(schema, data_dir):
     return out
 
 
-def load_data(args):
-    """BenchData of the dataset the common flags name."""
+def load_data(args, name=None):
+    """BenchData of the dataset the common flags name (`name`: a --schema-only dataset)."""
     rows = None
     if args.synthetic_rows:
         rows = dict(zip(("train", "valid", "test"), map(int, args.synthetic_rows.split(","))))
-    schema, data_dir = prepare_dataset(args.dataset, args.data_dir, args.work_dir, rows,
+    schema, data_dir = prepare_dataset(args.dataset or name, args.data_dir, args.work_dir, rows,
                                        schema_path=args.schema)
     return BenchData(schema, load_splits(schema, data_dir))
 
@@ -856,9 +856,10 @@ def add_protocol_flags(p):
     p.add_argument("--dataset", choices=sorted(DATASETS))
     p.add_argument("--data_dir", default=None, help="raw files of the dataset's recipe")
     p.add_argument("--schema", default=None,
-                   help="a schema YAML replacing the dataset's built-in one (same recipe)")
-    p.add_argument("--name", default=None,
-                   help="base name of the output files (default: the dataset name)")
+                   help="a schema YAML: any dataset (e.g. from mdl_tf.infer; --dataset not "
+                   "needed), or one replacing a built-in dataset's schema (same recipe)")
+    p.add_argument("--name", default=None, help="name of the outputs <out_dir>/<name>.json, "
+                   ".md, .png (default: --dataset, or the schema's name)")
     p.add_argument("--synthetic_rows", default=None, metavar="TRAIN,VALID,TEST",
                    help="--dataset synthetic: rows per split (default 80000,10000,10000)")
     p.add_argument("--seeds", type=int, default=3, help="final runs at the chosen setting")
@@ -935,6 +936,23 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+COMMITTED_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def output_name(args):
+    """The outputs' name; SystemExit when a custom schema would write into the repository's
+    committed results (they hold the built-in datasets' reference numbers only)."""
+    custom = args.schema is not None or args.dataset not in DATASETS
+    if custom and os.path.abspath(args.out_dir) == COMMITTED_RESULTS:
+        raise SystemExit(f"--schema runs do not write into {COMMITTED_RESULTS} (the committed "
+                         "results of the built-in datasets): give --out_dir")
+    if args.name:
+        return args.name
+    if args.dataset and not args.schema:
+        return args.dataset
+    return datasets.load_schema(args.schema).name
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -945,28 +963,28 @@ def main(argv=None):
         print(f"rewrote {write_reports(summary, os.path.dirname(args.render), name, False)}"
               ".md, .png")
         return
-    if not args.dataset:
-        raise SystemExit("--dataset is required")
+    if not args.dataset and not args.schema:
+        raise SystemExit("--dataset or --schema is required")
+    name = output_name(args)
     logging.set_verbosity(logging.WARNING)
     settings = settings_from_args(args)
     for spec in args.models:
         parse_spec(spec)                       # fail on a bad spec before any work
     command = "python -m benchmarks.quality " + shlex.join(argv)
     start = time.time()
-    bench = load_data(args)
-    cache = ResultCache(os.path.join(args.work_dir, "results", args.name or args.dataset),
-                        settings, len(bench.splits["train"]))
+    bench = load_data(args, name)
+    cache = ResultCache(os.path.join(args.work_dir, "results", name), settings,
+                        len(bench.splits["train"]))
     progress = Progress(sum(planned_work(spec, settings) for spec in args.models
                             if not cache.has(spec)))
-    progress.log(f"{args.dataset}: {len(bench.splits['train'])} train rows encoded")
+    progress.log(f"{name}: {len(bench.splits['train'])} train rows encoded")
     target = budget_target(bench.schema, settings)
     results = [cache.get(spec, lambda spec=spec: run_model(spec, bench, settings, target,
                                                            progress), progress)
                for spec in args.models]
-    summary = summarise(args.dataset, command, bench.schema, bench.splits["test"], results,
-                        settings)
+    summary = summarise(name, command, bench.schema, bench.splits["test"], results, settings)
     summary["wall_seconds"] = round(time.time() - start, 1)
-    base = write_reports(summary, args.out_dir, args.name or args.dataset)
+    base = write_reports(summary, args.out_dir, name)
     progress.log(f"wrote {base}.json, .md, .png")
     print(markdown(summary))
 

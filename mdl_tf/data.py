@@ -195,7 +195,7 @@ class _CsvParser:
                                                         tf.int64)
             else:
                 features[f.name] = raw
-        scen = self._col(fields, s.scenario.column)
+        scen = map_scenario_values(s, self._col(fields, s.scenario.column))
         problems.append(_problem(~_known_scenarios(s, scen), where,
                                  f"column '{s.scenario.column}': unknown scenario ", scen,
                                  f" (known: {', '.join(s.scenario.names)})"))
@@ -286,8 +286,26 @@ def raw_from_parsed(schema: Schema, parsed: dict) -> dict:
     raw = {f.name: join_sparse(parsed[f.source_column], f.separator)
            if f.type == "multi_categorical" else parsed[f.source_column]
            for f in schema.features}
-    raw[SCENARIO_KEY] = join_sparse(parsed[schema.scenario.column], schema.scenario.separator)
+    raw[SCENARIO_KEY] = map_scenario_values(
+        schema, join_sparse(parsed[schema.scenario.column], schema.scenario.separator))
     return raw
+
+
+def map_scenario_values(schema: Schema, scenario: tf.Tensor) -> tf.Tensor:
+    """[B] string: each separator-split part of a raw scenario cell that the schema's
+    `scenario.values` maps ("Mens E-Mail") replaced by its name ("mens"); other parts kept.
+    Constants only (no lookup table), so exported signatures need no extra resource."""
+    if not schema.scenario.values:
+        return scenario
+    raw_values, names = zip(*schema.scenario.values.items())
+    parts = tf.strings.split(scenario, schema.scenario.separator)            # [B, None]
+    flat = tf.strings.strip(parts.flat_values)                               # [P]
+    hits = tf.equal(flat[:, None], tf.constant(raw_values)[None])            # [P, K]
+    mapped = tf.where(tf.reduce_any(hits, axis=1),
+                      tf.gather(tf.constant(names), tf.argmax(tf.cast(hits, tf.int32), axis=1)),
+                      flat)
+    return tf.strings.reduce_join(parts.with_flat_values(mapped), axis=1,
+                                  separator=schema.scenario.separator)
 
 
 def join_sparse(v, separator):

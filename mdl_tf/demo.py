@@ -10,6 +10,22 @@ and the server is stopped.
 import argparse
 import os
 
+from mdl_tf import cli
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m mdl_tf.demo",
+                                description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_dir", default="runs/demo", help="run directory (a finished run "
+                   "there is resumed)")
+    p.add_argument("--rows", type=int, default=4, help="validation rows scored through gRPC")
+    return p
+
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.argparse_help_first(__name__, parser)
+
 import mdl_tf  # noqa: F401
 from absl import logging
 
@@ -46,10 +62,7 @@ def serve_and_query(model_dir, export_path, n_rows=4, model_name="mdl"):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", default="runs/demo")
-    p.add_argument("--rows", type=int, default=4, help="validation rows scored through gRPC")
-    args = p.parse_args(argv)
+    args = parser().parse_args(argv)
     logging.set_verbosity(logging.WARNING)
     result = train.train(train.TrainOptions(model_dir=args.model_dir))
     print(f"\nSavedModel: {result['export_path']}")

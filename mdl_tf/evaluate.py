@@ -2,13 +2,14 @@
 
     python -m mdl_tf.evaluate --model_dir runs/demo [--split test] [--calibrate platt]
 
-Writes <model_dir>/metrics.json (or --output) shaped as
+Writes <model_dir>/metrics_<split>.json (or --output; one file per split, so evaluating
+the test split leaves training's validation metrics alone) shaped as
 {"split": ..., "scenarios": {s: {t: {auc, gauc, logloss, count, positives, ece,
  mean_predicted, observed_rate}}}, "overall": {t: {...}}} and prints the table.
 `--calibrate platt|isotonic` fits a post-hoc calibration per scenario x task on the
 validation split (mdl_tf/calibration.py) and saves it as <model_dir>/calibration.json,
 which exports then apply inside their signatures. When the model directory has one,
-metrics.json also holds the calibrated scores' metrics under "calibrated"
+the metrics file also holds the calibrated scores' metrics under "calibrated"
 ({"method", "fitted_on", "scenarios", "overall"}); the top-level ones are the raw model's.
 A calibrated cell (s, t) scores its rows with s's map (what scenario_<s> serves; AUC is
 unchanged); the overall rows with serving_default's scores (a row in several scenarios:
@@ -16,6 +17,11 @@ the mean of their maps).
 """
 import json
 import os
+
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_evaluate_flags)
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -46,6 +52,10 @@ def predict_split(model, schema, split, data_dir, batch_size=4096):
                 groups.append(raw[data.GROUP_KEY].numpy())
     cat = np.concatenate
     return cat(probs), cat(labels), cat(membership), (cat(groups) if groups else None)
+
+
+def metrics_path(model_dir, split):
+    return os.path.join(model_dir, f"metrics_{split}.json")
 
 
 def evaluate(model, schema, split, data_dir, output=None, batch_size=4096, calibration=None):
@@ -100,14 +110,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
-    flags.DEFINE_string("split", "valid", "Split to evaluate: train, valid or test.")
-    flags.DEFINE_string("data_dir", None, "Override the data directory recorded at training.")
-    flags.DEFINE_string("output", None, "Where to write the metrics (default <model_dir>/metrics.json).")
-    flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size.")
-    flags.DEFINE_enum("calibrate", None, calibration_lib.METHODS,
-                      "Fit a post-hoc calibration per scenario x task on the validation "
-                      "split and save it with the model (exports apply it).")
+    cli.define_evaluate_flags()
 
 
 def main(argv):
@@ -123,7 +126,7 @@ def main(argv):
     else:
         fitted = calibration_lib.load_for(FLAGS.model_dir, schema)
     result = evaluate(model, schema, FLAGS.split, data_dir,
-                      FLAGS.output or os.path.join(FLAGS.model_dir, "metrics.json"),
+                      FLAGS.output or metrics_path(FLAGS.model_dir, FLAGS.split),
                       FLAGS.batch_size, fitted)
     print_tables(result, f"{schema.name} / {info['model']} / split={FLAGS.split}")
 

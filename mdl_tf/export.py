@@ -6,8 +6,11 @@ Writes `<export_base>/<version>/` atomically (a temporary directory, then a rena
 Serving loads any numeric directory it sees). Signatures (names in serving/signatures.py,
 [a-z0-9_] only):
 
-  serving_default            raw features + `scenario` (string: names or 0-based ids,
-                             '|'-joined for multi-scenario) -> {<task>: [B] probability}
+  serving_default            raw features + the schema's scenario column (string: names,
+                             raw values the schema's scenario.values maps, or 0-based ids,
+                             '|'-joined for multi-scenario; the input is named `scenario`
+                             when the column is not a valid input name)
+                             -> {<task>: [B] probability}
   predict_examples           `examples`: serialized tf.train.Example -> {<task>: [B]}
   scenario_<s>               raw features, scenario fixed in the graph -> {<task>: [B]}
   scenario_<s>__<task>       raw features -> {"probability": [B]}
@@ -30,11 +33,17 @@ import inspect
 import os
 import time
 
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_export_flags)
+
 import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
 
 from mdl_tf import calibration as calibration_lib, data, runs
+from mdl_tf.schema import NAME_RE
 from serving import requests, signatures as names, warmup
 from serving.manager import versions_on_disk
 
@@ -47,14 +56,30 @@ def feature_specs(schema, batch_size=None):
             for f in schema.features}
 
 
+def scenario_input_name(schema):
+    """serving_default's scenario input: the schema's scenario column, so rows of the
+    dataset's own files can be sent as they are; "scenario" when the column is not a
+    valid identifier or is also a feature's name."""
+    column = schema.scenario.column
+    if NAME_RE.match(column) and column not in schema.feature_names:
+        return column
+    return data.SCENARIO_KEY
+
+
 def _check_scenarios(model, scenario):
+    """An Assert naming the unknown scenario values and the known ones, each as one string
+    (serving/errors.py shows TensorFlow's "assertion failed: [..] [..]" without the graph
+    internals)."""
+    schema = model.schema
     ids = model.encoder.scenario.ids(scenario)
-    unknown = tf.boolean_mask(tf.strings.split(scenario, model.schema.scenario.separator)
+    unknown = tf.boolean_mask(tf.strings.split(scenario, schema.scenario.separator)
                               .flat_values, ids.flat_values < 0)
+    known = ", ".join(schema.scenario_names + [repr(v) for v in schema.scenario.values])
     return tf.debugging.Assert(
         tf.size(unknown) == 0,
-        ["unknown scenario", unknown, "known scenarios:",
-         tf.constant(model.schema.scenario_names)])
+        ["unknown scenario", tf.strings.reduce_join("'" + tf.unique(unknown).y + "'",
+                                                   separator=", "),
+         f"(input '{scenario_input_name(schema)}'); known scenarios: {known}"])
 
 
 def _outputs(schema, probs):
@@ -71,10 +96,13 @@ def build_signatures(model, batch_size=None, calibration=None):
     signature returns calibrated probabilities."""
     schema = model.schema
     specs = feature_specs(schema, batch_size)
-    scenario_spec = tf.TensorSpec([batch_size], tf.string, name=data.SCENARIO_KEY)
+    scenario_input = scenario_input_name(schema)
+    scenario_spec = tf.TensorSpec([batch_size], tf.string, name=scenario_input)
 
-    @tf.function(input_signature=[{**specs, data.SCENARIO_KEY: scenario_spec}])
+    @tf.function(input_signature=[{**specs, scenario_input: scenario_spec}])
     def predict(raw):
+        raw = dict(raw)
+        raw[data.SCENARIO_KEY] = data.map_scenario_values(schema, raw.pop(scenario_input))
         with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
             probs = _calibrated(calibration, model.predict_raw(raw),
                                 model.encoder.scenario(raw[data.SCENARIO_KEY]))
@@ -85,8 +113,10 @@ def build_signatures(model, batch_size=None, calibration=None):
     def predict_examples(serialized):
         spec = {**data.example_spec(schema),
                 schema.scenario.column: tf.io.VarLenFeature(tf.string)}
-        parsed = tf.io.parse_example(serialized, spec)
-        return predict(data.raw_from_parsed(schema, parsed))
+        raw = data.raw_from_parsed(schema, tf.io.parse_example(serialized, spec))
+        # Names map to themselves (schema.validate), so predict's mapping changes nothing.
+        raw[scenario_input] = raw.pop(data.SCENARIO_KEY)
+        return predict(raw)
 
     functions = {names.DEFAULT: predict, names.EXAMPLES: predict_examples}
     for k, scenario in enumerate(schema.scenario_names):
@@ -131,7 +161,7 @@ def sample_inputs(schema):
     inputs {name: [value]} plus the serialized tf.train.Example under "examples"."""
     neutral = {"int64": 0, "float32": 0.0, "string": ""}
     raw = {f.name: [neutral[f.dtype]] for f in schema.features}
-    raw[data.SCENARIO_KEY] = [schema.scenario_names[0]]
+    raw[data.SCENARIO_KEY] = raw[scenario_input_name(schema)] = [schema.scenario_names[0]]
     row = {f.source_column: raw[f.name][0] for f in schema.features}
     row[schema.scenario.column] = schema.scenario_names[0]
     raw[names.EXAMPLES_INPUT] = [data.example_from_row(schema, row).SerializeToString()]
@@ -205,9 +235,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
-    flags.DEFINE_string("export_base", None, "Export base path (default <model_dir>/export).")
-    flags.DEFINE_integer("version", 0, "Version number (default: max(now, last + 1)).")
+    cli.define_export_flags()
 
 
 def main(argv):

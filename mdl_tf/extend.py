@@ -21,7 +21,7 @@ learning rate (default 2e-4) instead; old outputs then move.
 Training reads only the rows of the new scenario (or the rows that have the new label),
 `--train_fraction` of them, and stops early on the mean validation AUC of those rows
 (scenario: over every task; task: the new task's). The output directory is a model
-directory like train's (run.json, schema.yaml, checkpoints, metrics.json on
+directory like train's (run.json, schema.yaml, checkpoints, metrics_<split>.json on
 `--eval_split`, export/<version>), whose schema and run.json carry `lineage`: one entry per
 extension, oldest first ({extends, checkpoint, epoch, step, export_version, added,
 finetune});
@@ -349,7 +349,7 @@ def extend(opts: ExtendOptions) -> dict:
     runs.save_run(opts.model_dir_out, info["model"], model.config, schema, data_dir)
     history = fit(model, schema, data_dir, opts)
     result = evaluate.evaluate(model, schema, opts.eval_split, data_dir,
-                               os.path.join(opts.model_dir_out, "metrics.json"))
+                               evaluate.metrics_path(opts.model_dir_out, opts.eval_split))
     evaluate.print_tables(result, f"{schema.name} / extended with {opts.kind} "
                                   f"'{opts.added}' / split={opts.eval_split}")
     export_path = None

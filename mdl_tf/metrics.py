@@ -140,4 +140,10 @@ def format_table(metrics, title=None):
         lines.append(f"{s:<12} {t:<12} {c['auc']:>7.4f} {c['gauc']:>7.4f} "
                      f"{c['logloss']:>8.4f} {c.get('ece', float('nan')):>7.4f} "
                      f"{c['count']:>8d} {c['positives']:>7d}")
-    return "\n".join(lines)
+    return "\n".join(lines + [TABLE_LEGEND])
+
+
+TABLE_LEGEND = ("auc: ROC AUC; gauc: mean AUC over gauc_group groups holding both classes "
+                "(NaN without one); ece: expected calibration error (equal-mass bins); "
+                "count: labelled rows; pos: positives. A row in several scenarios counts in "
+                "each, so scenario counts can add up to more than (overall).")

@@ -6,7 +6,7 @@
     <model_dir>/backup/          BackupAndRestore's fault-tolerance backups (while training)
     <model_dir>/.workers/<task>/ checkpoints of non-chief tasks (while training; see distribute)
     <model_dir>/logs/            TensorBoard
-    <model_dir>/metrics.json     the last evaluation
+    <model_dir>/metrics_<split>.json  the last evaluation of each split
     <model_dir>/calibration.json post-hoc calibration per scenario x task (optional; see
                                  mdl_tf/calibration.py), applied inside the exports
     <model_dir>/export/<v>/      SavedModels, one numeric version each

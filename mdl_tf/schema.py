@@ -4,21 +4,21 @@ A schema is the single description of a dataset that every other part of the pro
 `data.py` parses files with it, the tokenizer builds embeddings from it, evaluation slices
 metrics by its scenarios and tasks, and the export builds its serving signatures from it.
 
-Example (see `mdl_tf/datasets/*.yaml` for complete ones)::
+Every key, its type, default and meaning: docs/schema.md. `python -m mdl_tf.infer` writes
+a complete schema (statistics included) from a CSV or TFRecord file. A small example
+(see `mdl_tf/datasets/*.yaml` for complete ones)::
 
-    name: movielens100k
-    recipe: movielens          # optional: a module in mdl_tf.datasets that builds the files
-    recipe_options: {split: random}   # keyword arguments of the recipe's prepare()
+    name: shop
     format: csv                # csv (optionally .gz) or tfrecord (tf.train.Example)
     files: {train: train.csv, valid: valid.csv, test: test.csv}   # globs, relative to data_dir
     features:
       - {name: user_id, type: categorical, dtype: int64, vocab_size: 944, embedding_dim: 16}
-      - {name: zip3, type: categorical, hash_buckets: 1000}
-      - {name: genres, type: multi_categorical, separator: "|", vocabulary: [Action, ...]}
+      - {name: item_id, type: categorical, hash_buckets: 1000}
+      - {name: genres, type: multi_categorical, separator: "|", vocabulary: [action, drama]}
       - {name: age, type: dense, mean: 32.9, std: 11.6}
-    groups: {user: [user_id, age, zip3], item: [genres]}
-    scenario: {column: scenario, names: [young, mid, senior], separator: "|"}
-    tasks: [{name: click, column: click}, {name: like, column: like}]
+    groups: {user: [user_id, age], item: [item_id, genres]}
+    scenario: {column: segment, values: {"Mens E-Mail": mens, "Womens E-Mail": womens}}
+    tasks: [{name: click, column: click}, {name: buy, column: buy}]
     gauc_group: [user_id]
     important_features: [user_id, item_id]
     scenario_priors: {}        # scenario name -> extra feature names for its token
@@ -28,6 +28,7 @@ Example (see `mdl_tf/datasets/*.yaml` for complete ones)::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from typing import Any
@@ -97,9 +98,12 @@ class Task:
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
+    """`values` maps raw cell values (any string, e.g. "Mens E-Mail") to scenario names;
+    the data reader and serving_default translate them before the names are looked up."""
     column: str
     names: tuple
     separator: str = "|"
+    values: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +180,9 @@ class Schema:
             "csv": {"delimiter": self.csv_delimiter, "header": self.csv_header},
             "features": feats, "groups": {k: list(v) for k, v in self.groups.items()},
             "scenario": {"column": self.scenario.column, "names": list(self.scenario.names),
-                         "separator": self.scenario.separator},
+                         "separator": self.scenario.separator,
+                         **({"values": dict(self.scenario.values)} if self.scenario.values
+                            else {})},
             "tasks": [dataclasses.asdict(t) for t in self.tasks],
             "important_features": list(self.important_features),
             "gauc_group": list(self.gauc_group),
@@ -222,19 +228,21 @@ def from_dict(raw: Any, path: str | None = None) -> Schema:
             raise SchemaError(f"{where}: missing required key '{key}'")
         return raw[key]
 
+    _check_keys(raw, TOP_LEVEL_KEYS, where, "top-level key")
     features = tuple(_feature(f, where, i) for i, f in enumerate(need("features")))
     csv_opts = raw.get("csv", {}) or {}
     scen = need("scenario")
-    if not isinstance(scen, dict) or "column" not in scen or not scen.get("names"):
-        raise SchemaError(f"{where}: 'scenario' needs 'column' and a non-empty 'names' list")
+    if not isinstance(scen, dict) or "column" not in scen or not (
+            scen.get("names") or scen.get("values")):
+        raise SchemaError(f"{where}: 'scenario' needs 'column' and a non-empty 'names' list "
+                          "(or a 'values' mapping raw values to names)")
+    _check_keys(scen, SCENARIO_KEYS, where, "scenario key")
     tasks = tuple(_task(t, where) for t in need("tasks"))
     schema = Schema(
         name=str(raw.get("name", os.path.splitext(os.path.basename(where))[0])),
         features=features,
         groups={str(k): tuple(v) for k, v in need("groups").items()},
-        scenario=Scenario(column=str(scen["column"]),
-                          names=tuple(str(n) for n in scen["names"]),
-                          separator=str(scen.get("separator", "|"))),
+        scenario=_scenario(scen),
         tasks=tasks,
         important_features=tuple(need("important_features")),
         format=str(raw.get("format", "csv")),
@@ -251,6 +259,48 @@ def from_dict(raw: Any, path: str | None = None) -> Schema:
     )
     validate(schema)
     return schema
+
+
+TOP_LEVEL_KEYS = ("name", "recipe", "recipe_options", "format", "files", "csv", "features",
+                  "groups", "scenario", "tasks", "gauc_group", "important_features",
+                  "scenario_priors", "task_priors")
+SCENARIO_KEYS = ("column", "names", "separator", "values")
+
+
+def _check_keys(raw: dict, known, where: str, what: str) -> None:
+    """SchemaError naming the first unknown key and the closest known one (a typo such as
+    `gauc_groups:` would otherwise be ignored silently)."""
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
+            raise SchemaError(f"{where}: unknown {what} '{key}'{hint} (see docs/schema.md)")
+
+
+def _scenario(raw: dict) -> Scenario:
+    """names default to the distinct targets of `values`, in order of appearance."""
+    values = {str(k): str(v) for k, v in (raw.get("values") or {}).items()}
+    names = raw.get("names") or list(dict.fromkeys(values.values()))
+    return Scenario(column=str(raw["column"]), names=tuple(str(n) for n in names),
+                    separator=str(raw.get("separator", "|")), values=values)
+
+
+def safe_name(raw: str) -> str:
+    """A signature-safe name ([a-z0-9_]+) for a raw value: "Mens E-Mail" -> "mens_e_mail"."""
+    return re.sub(r"[^a-z0-9]+", "_", str(raw).lower()).strip("_") or "none"
+
+
+def safe_names(raw_values) -> dict:
+    """{raw value: distinct safe name}; collisions get _2, _3, ... suffixes."""
+    out, used = {}, set()
+    for raw in raw_values:
+        base = name = safe_name(raw)
+        n = 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        out[raw] = name
+        used.add(name)
+    return out
 
 
 def _feature(raw: Any, where: str, index: int) -> Feature:
@@ -326,6 +376,16 @@ def validate(schema: Schema) -> None:
     for k in schema.scenario_priors:
         if k not in schema.scenario.names:
             raise SchemaError(f"{where}: scenario_priors names unknown scenario '{k}'")
+    for raw_value, name in schema.scenario.values.items():
+        if name not in schema.scenario.names:
+            raise SchemaError(f"{where}: scenario.values maps '{raw_value}' to unknown scenario "
+                              f"'{name}' (names: {', '.join(schema.scenario.names)})")
+        if raw_value in schema.scenario.names and raw_value != name:
+            raise SchemaError(f"{where}: scenario.values maps '{raw_value}', itself a scenario "
+                              f"name, to another one ('{name}')")
+        if schema.scenario.separator in raw_value:
+            raise SchemaError(f"{where}: scenario.values key '{raw_value}' contains the "
+                              f"scenario separator '{schema.scenario.separator}'")
     for k in schema.task_priors:
         if k not in schema.task_names:
             raise SchemaError(f"{where}: task_priors names unknown task '{k}'")
@@ -336,8 +396,10 @@ def validate(schema: Schema) -> None:
     for kind, values in [("scenario", schema.scenario.names), ("task", schema.task_names)]:
         for v in values:
             if not SERVING_NAME_RE.match(v):
+                hint = (f"; keep the raw value and map it: scenario: {{values: {{'{v}': "
+                        f"{safe_name(v)}}}}}" if kind == "scenario" else "")
                 raise SchemaError(f"{where}: {kind} name '{v}' must match [a-z0-9_]+ "
-                                  "(it becomes part of serving signature names)")
+                                  f"(it becomes part of serving signature names){hint}")
         if len(set(values)) != len(values):
             raise SchemaError(f"{where}: duplicate {kind} names")
     if schema.format not in ("csv", "tfrecord"):
@@ -365,3 +427,12 @@ def _validate_feature(f: Feature, where: str) -> None:
         raise SchemaError(f"{where}: feature '{f.name}': combiner must be mean or sum")
     if f.embedding_dim <= 0:
         raise SchemaError(f"{where}: feature '{f.name}': embedding_dim must be > 0")
+
+
+if __name__ == "__main__":   # python -m mdl_tf.schema infer ...: see mdl_tf/infer.py
+    import sys
+    if sys.argv[1:2] != ["infer"]:
+        sys.exit("usage: python -m mdl_tf.schema infer INPUT --scenario COL --labels A,B "
+                 "--out_dir DIR ...  (--help for all flags)")
+    from mdl_tf import infer
+    sys.exit(infer.main(sys.argv[2:]))

@@ -7,11 +7,11 @@
 Trains with XLA (`--jit_compile`), checkpoints every epoch and resumes from the latest
 checkpoint in `--model_dir`; a killed run restarted with the same command resumes from its
 last backup (every `--backup_every` steps, BackupAndRestore). Logs to TensorBoard, stops
-early on the mean validation AUC, then evaluates (per scenario x task; writes metrics.json)
-and exports a SavedModel to `<model_dir>/export/<version>/`. `--calibrate platt|isotonic`
-first fits a post-hoc calibration per scenario x task on the validation split
-(mdl_tf/calibration.py): metrics.json then has the calibrated metrics too, and the export
-serves calibrated probabilities. `--strategy` and
+early on the mean validation AUC, then evaluates (per scenario x task; writes
+metrics_<split>.json) and exports a SavedModel to `<model_dir>/export/<version>/`.
+`--calibrate platt|isotonic` first fits a post-hoc calibration per scenario x task on the
+validation split (mdl_tf/calibration.py): the metrics file then has the calibrated metrics
+too, and the export serves calibrated probabilities. `--strategy` and
 `--mixed_precision` choose the tf.distribute strategy and dtype policy (mdl_tf/distribute.py);
 only the chief writes the run's files, evaluates and exports. The CLI only parses flags into
 TrainOptions; `train()` is the library entry point.
@@ -19,56 +19,30 @@ TrainOptions; `train()` is the library entry point.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import gzip
 import os
 import shutil
 import sys
 import time
+
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_train_flags)
 
 import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
 
 from mdl_tf import calibration, data, datasets, distribute, evaluate, export, runs
+from mdl_tf.options import (OPTIMIZERS, TrainOptions,  # noqa: F401  (train.TrainOptions: API)
+                            suggested_batch_size)
 from mdl_tf.models import build_model, make_config, model_names
 from mdl_tf.models.base import make_encoder
 
-OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
 BACKUP_DIR = "backup"    # under model_dir: BackupAndRestore's fault-tolerance backups
-
-
-@dataclasses.dataclass
-class TrainOptions:
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    model: str = "mdl"
-    model_dir: str = "runs/default"
-    config: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 3
-    steps: int = 0                   # > 0: train this many steps (overrides epochs)
-    steps_per_eval: int = 100        # with steps: evaluate/checkpoint every this many steps
-    batch_size: int = 2048           # global: split over the replicas of the strategy
-    learning_rate: float = 2e-3
-    optimizer: str = "adam"
-    embedding_optimizer: str = "adam"   # "same": one optimizer for all weights
-    embedding_learning_rate: float | None = None
-    embedding_weight_decay: float = 0.0  # decoupled (AdamW-style) decay of the tables
-    adagrad_initial_accumulator: float = 0.1   # Keras' default; small values suit a mean loss
-    jit_compile: bool = True
-    seed: int = 0
-    early_stopping_patience: int = 2
-    eval_split: str = "valid"
-    bad_rows: str = "error"
-    cache_data: bool = False         # keep parsed rows in memory (datasets that fit in RAM)
-    export: bool = True
-    calibrate: str | None = None     # platt | isotonic: post-hoc, fitted on "valid"
-    verbose: int | None = None
-    strategy: str = "default"        # see distribute.STRATEGIES
-    tpu: str | None = None           # --strategy tpu: TPU name or address ("" = local)
-    mixed_precision: bool = False    # mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU
-    backup_every: int = 100          # steps between fault-tolerance backups (0: every epoch)
-    ps_min_shard_bytes: int = distribute.DEFAULT_PS_MIN_SHARD_BYTES
-    callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
+MIN_STEPS = 4            # fewer training batches per epoch than this: warn
+COUNT_LIMIT_BYTES = 256 << 20   # larger training files are not counted before training
 
 
 def make_optimizer(name, learning_rate, weight_decay=0.0, adagrad_initial_accumulator=0.1):
@@ -250,6 +224,32 @@ class ChiefValidation(tf.keras.callbacks.Callback):
             logs[f"val_{task}_auc"] = cell["auc"]
 
 
+class Progress(tf.keras.callbacks.Callback):
+    """Within-epoch progress for logs that are not a terminal (Keras' bar needs one): every
+    `every_s` seconds one line with step, examples/s, ETA and loss."""
+
+    def __init__(self, steps_per_epoch, batch_size, every_s=15.0):
+        super().__init__()
+        self.total, self.batch_size, self.every_s = steps_per_epoch, batch_size, every_s
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if batch == 0:   # rates from the second step on: the first one traces the graph
+            self.start = self.last = now
+            return
+        if now - self.last < self.every_s:
+            return
+        self.last, rate = now, batch / (now - self.start)
+        eta = f"  ETA {(self.total - batch - 1) / rate:.0f}s" if self.total else ""
+        of = f"/{self.total}" if self.total else ""
+        loss = f"  loss {float(logs['loss']):.4f}" if logs and "loss" in logs else ""
+        print(f"  epoch {self.epoch} step {batch + 1}{of}  {rate * self.batch_size:,.0f} "
+              f"examples/s{eta}{loss}", flush=True)
+
+
 class StartStep(tf.keras.callbacks.Callback):
     """Prints the step training starts from (after BackupAndRestore has restored it)."""
 
@@ -257,6 +257,57 @@ class StartStep(tf.keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         if step:
             print(f"resuming training at step {step}", flush=True)
+
+
+def count_rows(schema, split, data_dir) -> int | None:
+    """Rows of a split (records for TFRecord); None when the files hold more than
+    COUNT_LIMIT_BYTES (counting would take long, and such a split is not small)."""
+    files = data.expand_files(schema.files_for(split, data_dir))
+    if sum(os.path.getsize(f) for f in files) > COUNT_LIMIT_BYTES:
+        return None
+    if schema.format == "csv":
+        total = 0
+        for path in files:
+            with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as fh:
+                total += sum(1 for line in fh if line.strip()) - 1   # the header
+        return total
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP" if files[0].endswith(
+        ".gz") else "")
+    return int(records.reduce(0, lambda n, _: n + 1))
+
+
+def check_data_size(schema, data_dir, opts) -> int | None:
+    """Training rows; a clear error below one batch, a warning below MIN_STEPS batches, and
+    a note on the partial last batch each epoch drops."""
+    rows = count_rows(schema, "train", data_dir)
+    if rows is None or opts.steps > 0:
+        return rows
+    b = opts.batch_size
+    if rows < b:
+        raise ValueError(f"the train split has {rows} rows, fewer than one batch "
+                         f"(--batch_size {b}); use --batch_size {suggested_batch_size(rows)} "
+                         "or less")
+    if rows < MIN_STEPS * b:
+        print(f"warning: the train split has {rows} rows: {rows // b} step(s) per epoch at "
+              f"--batch_size {b}, too few to learn from; try --batch_size "
+              f"{suggested_batch_size(rows)}", flush=True)
+    if rows % b:
+        print(f"note: each epoch drops its last partial batch ({rows % b} of {rows} rows, "
+              "different ones each epoch: the rows are shuffled)", flush=True)
+    return rows
+
+
+def check_token_width(config, schema):
+    """RankMixer's token mixing needs d_model divisible by the number of feature tokens
+    (the schema's groups): say which --config values work, instead of a Keras trace."""
+    n = len(schema.groups)
+    if getattr(config, "interaction", None) != "rankmixer" or config.d_model % n == 0:
+        return
+    valid = [n * k for k in range(1, 2 * config.d_model // n + 2)][:8]
+    raise ValueError(f"d_model ({config.d_model}) must be divisible by the number of feature "
+                     f"groups ({n}: {', '.join(schema.groups)}) in {schema.path or schema.name}: "
+                     f"use --config d_model=N with N one of {', '.join(map(str, valid))}, ..., "
+                     "or regroup the features, or --config interaction=self_attention")
 
 
 def prepare_data(opts: TrainOptions):
@@ -295,6 +346,8 @@ def train(opts: TrainOptions) -> dict:
     tf.keras.utils.set_random_seed(opts.seed)
     schema, data_dir = prepare_data(opts)
     config = make_config(opts.model, opts.config)
+    check_token_width(config, schema)
+    train_rows = check_data_size(schema, data_dir, opts) if distribution.is_chief else None
     policy = distribute.mixed_precision_policy(distribution) if opts.mixed_precision else None
     with distribute.precision(policy):
         with distribution.strategy.scope():
@@ -302,7 +355,8 @@ def train(opts: TrainOptions) -> dict:
             compile_model(model, opts, distribution)
         if distribution.is_chief:
             runs.save_run(opts.model_dir, opts.model, config, schema, data_dir)
-        history = fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch)
+        history = fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
+                      train_rows)
     if not distribution.is_chief:
         _remove_private_dir(opts.model_dir, distribution)
         return {"metrics": None, "export_path": None, "history": history, "model": model}
@@ -311,7 +365,8 @@ def train(opts: TrainOptions) -> dict:
         opts.model_dir)[0]
     fitted = fit_calibration(final, schema, data_dir, opts)
     result = evaluate.evaluate(final, schema, opts.eval_split, data_dir,
-                               os.path.join(opts.model_dir, "metrics.json"), calibration=fitted)
+                               evaluate.metrics_path(opts.model_dir, opts.eval_split),
+                               calibration=fitted)
     evaluate.print_tables(result, f"{schema.name} / {opts.model} / split={opts.eval_split}")
     export_path = None
     if opts.export:
@@ -333,7 +388,8 @@ def fit_calibration(model, schema, data_dir, opts):
     return None
 
 
-def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) -> dict:
+def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
+        train_rows=None) -> dict:
     """Restores the latest checkpoint, runs model.fit to `epochs`; returns the history.
 
     Every task reads the chief's checkpoints; tasks other than the chief write theirs to
@@ -361,7 +417,8 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) ->
                 train_ds, validation_data=valid_ds, epochs=epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=steps_per_epoch,
                 callbacks=fit_callbacks(schema, data_dir, opts, distribution, manager,
-                                        epoch_var),
+                                        epoch_var, steps_per_epoch or (
+                                            train_rows or 0) // opts.batch_size),
                 verbose=_verbosity(opts, distribution)).history
     print(f"training took {time.time() - start:.1f}s")
     _remove_empty_dirs(backup_dir)   # BackupAndRestore leaves them behind
@@ -382,7 +439,8 @@ def backed_up_steps(backup_dir) -> int:
         return 0
 
 
-def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var):
+def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var,
+                  steps_per_epoch=0):
     """In order: each callback sees the logs the earlier ones added."""
     ps = distribution.name == "parameter_server"   # no batch-level callbacks under PS
     # BackupAndRestore restores in on_train_begin; StartStep reports what it restored.
@@ -402,7 +460,9 @@ def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var):
     if opts.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             "val_auc_mean", mode="max", patience=opts.early_stopping_patience,
-            restore_best_weights=True))
+            restore_best_weights=True, verbose=int(distribution.is_chief)))
+    if not ps and _verbosity(opts, distribution) == 2:
+        callbacks.append(Progress(steps_per_epoch, opts.batch_size))
     return callbacks + list(opts.callbacks)
 
 
@@ -426,61 +486,11 @@ def _remove_private_dir(model_dir, distribution):
 
 # --- CLI ---------------------------------------------------------------------------------
 FLAGS = flags.FLAGS
-_D = TrainOptions()
 
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("dataset", _D.dataset,
-                        f"A built-in dataset ({', '.join(datasets.BUILTIN)}) or a schema YAML path.")
-    flags.DEFINE_string("data_dir", None, "Where the schema's files are (for recipe datasets: "
-                        "the raw files the recipe reads).")
-    flags.DEFINE_string("model", _D.model, "Model name.")
-    flags.DEFINE_string("model_dir", None, "Output directory (default runs/<dataset>-<model>).")
-    flags.DEFINE_multi_string("config", [], "Model config override key=value (repeatable), "
-                              "e.g. --config d_model=128 --config num_layers=3.")
-    flags.DEFINE_integer("epochs", _D.epochs, "Passes over the training data (ignored with --steps).")
-    flags.DEFINE_integer("steps", _D.steps, "Train this many steps instead of --epochs.")
-    flags.DEFINE_integer("steps_per_eval", _D.steps_per_eval,
-                         "With --steps: validate and checkpoint every this many steps.")
-    flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size (the paper uses 2048).")
-    flags.DEFINE_float("learning_rate", _D.learning_rate, "Learning rate of the dense weights.")
-    flags.DEFINE_enum("optimizer", _D.optimizer, OPTIMIZERS, "Optimizer of the dense weights.")
-    flags.DEFINE_enum("embedding_optimizer", _D.embedding_optimizer, OPTIMIZERS + ("same",),
-                      "Optimizer of the embedding tables ('same': share --optimizer).")
-    flags.DEFINE_float("embedding_learning_rate", None, "Default: --learning_rate.")
-    flags.DEFINE_float("embedding_weight_decay", _D.embedding_weight_decay,
-                       "Decoupled weight decay of the embedding tables (0: none): a "
-                       "regulariser against ID memorisation.")
-    flags.DEFINE_float("adagrad_initial_accumulator", _D.adagrad_initial_accumulator,
-                       "Initial Adagrad accumulator (Keras default 0.1; 1e-6..1e-3 lets "
-                       "small batch-mean gradients move the embedding rows).")
-    flags.DEFINE_bool("jit_compile", _D.jit_compile, "Compile the training step with XLA.")
-    flags.DEFINE_integer("seed", _D.seed, "Random seed.")
-    flags.DEFINE_integer("early_stopping_patience", _D.early_stopping_patience,
-                         "Epochs without a better val_auc_mean before stopping (0: off).")
-    flags.DEFINE_string("eval_split", _D.eval_split, "Split evaluated at the end.")
-    flags.DEFINE_enum("bad_rows", _D.bad_rows, ["error", "skip"],
-                      "Bad input rows: stop with an error naming file/line/column, or skip and count.")
-    flags.DEFINE_bool("cache_data", _D.cache_data,
-                      "Keep parsed training/validation rows in memory after the first epoch.")
-    flags.DEFINE_bool("export", _D.export, "Export a SavedModel at the end.")
-    flags.DEFINE_enum("calibrate", None, calibration.METHODS,
-                      "Fit a post-hoc calibration per scenario x task on the validation "
-                      "split; the export then serves calibrated probabilities.")
-    flags.DEFINE_enum("strategy", _D.strategy, distribute.STRATEGIES,
-                      "tf.distribute strategy; multi_worker and parameter_server read the "
-                      "cluster from TF_CONFIG (see BUILD.md, 'Training at scale').")
-    flags.DEFINE_string("tpu", None, "--strategy tpu: TPU name or grpc address ('' = local).")
-    flags.DEFINE_bool("mixed_precision", _D.mixed_precision,
-                      "mixed_float16 with loss scaling on GPU, mixed_bfloat16 on TPU and CPU; "
-                      "logits and loss stay float32.")
-    flags.DEFINE_integer("backup_every", _D.backup_every,
-                         "Steps between fault-tolerance backups (0: every epoch); a killed run "
-                         "restarted with the same command resumes from the last one.")
-    flags.DEFINE_integer("ps_min_shard_bytes", _D.ps_min_shard_bytes,
-                         "--strategy parameter_server: variables are split over the ps tasks "
-                         "in shards of at least this many bytes.")
+    cli.define_train_flags()
 
 
 def parse_overrides(items):

@@ -26,6 +26,11 @@ import json
 import os
 import sys
 
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_visualize_flags)
+
 import mdl_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
@@ -34,7 +39,7 @@ from absl import app, flags, logging
 from mdl_tf import calibration, data, evaluate, metrics, runs
 
 KINDS = ("task", "scenario")
-CHARTS = ("attention", "reliability")
+CHARTS = cli.CHARTS
 
 
 def token_names(schema, kind, num_tokens):
@@ -219,16 +224,7 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train.")
-    flags.DEFINE_string("split", "test", "Split whose examples are averaged.")
-    flags.DEFINE_multi_enum("charts", list(CHARTS), CHARTS,
-                            "attention: domain attention maps (MDL); reliability: "
-                            "reliability diagrams per scenario x task (any model).")
-    flags.DEFINE_string("out_dir", None, "Output directory (default <model_dir>/attention "
-                        "or <model_dir>/reliability).")
-    flags.DEFINE_string("data_dir", None, "Override the data directory recorded at training.")
-    flags.DEFINE_integer("batch_size", 4096, "Batch size.")
-    flags.DEFINE_integer("max_batches", None, "Average over at most this many batches.")
+    cli.define_visualize_flags()
 
 
 def main(argv):

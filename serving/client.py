@@ -21,6 +21,39 @@ import json
 import sys
 import time
 
+from mdl_tf import cli
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m serving.client",
+                                description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--server", default="127.0.0.1:8500", help="host:port of the gRPC API")
+    p.add_argument("--model_name", default="mdl", help="model name the server serves")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    p.add_argument("--root_cert", help="PEM CA certificate: connect with TLS")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="GetModelStatus: versions and their states")
+    sub.add_parser("signatures", help="GetModelMetadata: signatures with inputs and outputs")
+    defaults = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    wait = sub.add_parser("wait", help="wait until a version is AVAILABLE", **defaults)
+    wait.add_argument("--wait_timeout", type=float, default=60.0, help="seconds")
+    pred = sub.add_parser("predict", help="Predict for rows; prints JSON", **defaults)
+    pred.add_argument("--scenario", help="scenario name: use its signature scenario_<s> "
+                      "(default: serving_default, scenario taken from each row)")
+    pred.add_argument("--task", help="with --scenario: only this task's signature")
+    pred.add_argument("--signature", help="explicit signature name (overrides scenario/task)")
+    source = pred.add_mutually_exclusive_group(required=True)
+    source.add_argument("--json", help='columns as JSON: {"user_id": [1, 2], ...}')
+    source.add_argument("--jsonl", help="file with one JSON row object per line")
+    source.add_argument("--csv", help="CSV file with a header (e.g. a dataset split)")
+    pred.add_argument("--limit", type=int, default=10, help="rows read from --jsonl/--csv")
+    return p
+
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.argparse_help_first(__name__, _parser)
+
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -116,8 +149,8 @@ class ServingClient:
         """{output: np.ndarray} for `inputs` (name -> values, one per example).
 
         The signature is `signature`, else the one for scenario/task (serving_default when
-        neither; then `inputs` must hold "scenario"). Keys the signature doesn't take, such
-        as labels, are ignored; a missing input raises ValueError before anything is sent.
+        neither; then `inputs` must hold the scenario column, named as in the dataset's
+        files). Keys the signature doesn't take, such as labels, are ignored; a missing input raises ValueError before anything is sent.
         """
         name = signature or signatures.signature_for(scenario, task)
         dtypes = self.input_dtypes(name)
@@ -147,29 +180,6 @@ def _read_rows(args):
             return [json.loads(line) for line in itertools.islice(fh, args.limit) if line.strip()]
     with open(args.csv, newline="") as fh:
         return list(itertools.islice(csv.DictReader(fh), args.limit))
-
-
-def _parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--server", default="127.0.0.1:8500", help="host:port of the gRPC API")
-    p.add_argument("--model_name", default="mdl")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
-    p.add_argument("--root_cert", help="PEM CA certificate: connect with TLS")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="GetModelStatus: versions and their states")
-    sub.add_parser("signatures", help="GetModelMetadata: signatures with inputs and outputs")
-    wait = sub.add_parser("wait", help="wait until a version is AVAILABLE")
-    wait.add_argument("--wait_timeout", type=float, default=60.0)
-    pred = sub.add_parser("predict", help="Predict for rows; prints JSON")
-    pred.add_argument("--scenario")
-    pred.add_argument("--task")
-    pred.add_argument("--signature", help="explicit signature name (overrides scenario/task)")
-    source = pred.add_mutually_exclusive_group(required=True)
-    source.add_argument("--json", help='columns as JSON: {"user_id": [1, 2], ...}')
-    source.add_argument("--jsonl", help="file with one JSON row object per line")
-    source.add_argument("--csv", help="CSV file with a header (e.g. a dataset split)")
-    pred.add_argument("--limit", type=int, default=10, help="rows read from --jsonl/--csv")
-    return p
 
 
 def _describe(signature_def):

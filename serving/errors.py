@@ -1,4 +1,6 @@
 """ServingError: a request failed with a gRPC status code and TF Serving's wording."""
+import re
+
 import grpc
 
 # TensorFlow's error codes are gRPC's status codes, number for number.
@@ -11,9 +13,28 @@ class ServingError(Exception):
         self.code, self.message = code, message
 
 
+# tf.debugging.Assert's message: "...assertion failed: [part] [part]\n\t [[{{node ...}}]]".
+_ASSERTION = re.compile(r"assertion failed: (.*?)\s*(?:\n|\[\[|$)", re.S)
+# Graph internals TensorFlow adds around an op's own message.
+_INTERNALS = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[\[\{\{node [^\]]*\]\]"
+                        r"|\s*\[Op:[^\]]*\]")
+
+
 def from_tf_error(error):
-    """The ServingError of a tf.errors.OpError raised while running a signature."""
-    return ServingError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN), error.message)
+    """The ServingError of a tf.errors.OpError raised while running a signature, with the
+    op's own message only (no node names; a failed assertion, e.g. an unknown scenario,
+    keeps just its parts)."""
+    return ServingError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
+                        without_graph_internals(error.message))
+
+
+def without_graph_internals(message):
+    match = _ASSERTION.search(message)
+    if match:   # TensorFlow prints string data with quotes escaped
+        parts = re.split(r"\]\s+\[", match.group(1).replace("\\'", "'"))
+        return " ".join(p.strip("[] ") for p in parts)
+    message = _INTERNALS.sub("", message)
+    return message.split("<stack traces unavailable>", 1)[-1].strip()
 
 
 def invalid_argument(message):

@@ -7,7 +7,8 @@ order and wording (tensorflow_serving/servables/tensorflow/predict_util.cc):
   wrong dtype, incompatible shape, bad proto INVALID_ARGUMENT
   unknown output in output_filter           INVALID_ARGUMENT     output tensor alias not found in signature: ...
   errors raised by the graph (e.g. an unknown scenario, bytes that are not an Example)
-                                            their TensorFlow code (INVALID_ARGUMENT for both)
+                                            their TensorFlow code (INVALID_ARGUMENT for both),
+                                            the op's message without node names
 """
 import os
 
@@ -69,7 +70,8 @@ class Servable:
             # TF echoes the offending value in its message (e.g. bytes that are not an
             # Example); non-UTF-8 bytes there break the Python binding before it can raise
             # the OpError. Such errors are always about the input.
-            raise errors.invalid_argument(e.object.decode("utf-8", "replace")) from None
+            raise errors.invalid_argument(errors.without_graph_internals(
+                e.object.decode("utf-8", "replace"))) from None
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = self.version

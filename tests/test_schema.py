@@ -85,3 +85,69 @@ def test_missing_vocabulary_file_and_missing_schema_are_clear(tmp_path):
         schema_lib.load(write(tmp_path, raw))
     with pytest.raises(SchemaError, match="schema file not found"):
         schema_lib.load(os.path.join(tmp_path, "nope.yaml"))
+
+
+def _doc_example():
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "schema.md")) as fh:
+        text = fh.read()
+    block = text.split("<!-- schema-example")[1]
+    return block.split("```yaml\n")[1].split("```")[0]
+
+
+def test_schema_reference_example_and_docstring_example_load():
+    schema = schema_lib.from_dict(yaml.safe_load(_doc_example()))
+    assert schema.scenario.values["Mens E-Mail"] == "mens"
+    assert schema.scenario_names == ["mens", "womens", "none"]
+    doc = schema_lib.__doc__
+    assert schema_lib.from_dict(yaml.safe_load(doc[doc.index("::") + 2:])).name == "shop"
+
+
+def test_every_schema_key_is_documented():
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "schema.md")) as fh:
+        text = fh.read()
+    import dataclasses
+    keys = (list(schema_lib.TOP_LEVEL_KEYS) + list(schema_lib.SCENARIO_KEYS)
+            + [f.name for f in dataclasses.fields(schema_lib.Feature)])
+    assert [k for k in keys if f"`{k}`" not in text] == []
+
+
+def test_unknown_top_level_key_names_the_closest_valid_one(tmp_path):
+    raw = synthetic_raw()
+    raw["gauc_groups"] = raw.pop("gauc_group")
+    path = write(tmp_path, raw)
+    with pytest.raises(SchemaError, match="unknown top-level key 'gauc_groups'; did you mean "
+                                          "'gauc_group'") as err:
+        schema_lib.load(path)
+    assert path in str(err.value)
+
+
+def test_scenario_values_map_raw_values_to_names(tmp_path):
+    raw = synthetic_raw()
+    raw["scenario"] = {"column": "scenario", "values": {"Feed/Main": "feed", "Search": "search",
+                                                        "Mall": "mall"}}
+    schema = schema_lib.load(write(tmp_path, raw))
+    assert sorted(schema.scenario_names) == ["feed", "mall", "search"]  # write() sorts keys
+    again = schema_lib.from_dict(schema.to_dict())
+    assert again.scenario == schema.scenario
+    raw["scenario"]["values"]["Other"] = "elsewhere"
+    raw["scenario"]["names"] = ["feed", "search", "mall"]
+    with pytest.raises(SchemaError, match="maps 'Other' to unknown scenario 'elsewhere'"):
+        schema_lib.load(write(tmp_path, raw))
+    raw["scenario"] = {"column": "scenario", "names": ["Feed Main"]}
+    raw["scenario_priors"] = {}
+    with pytest.raises(SchemaError, match="values: {'Feed Main': feed_main}"):
+        schema_lib.load(write(tmp_path, raw))
+
+
+def test_safe_names_are_signature_safe_and_distinct():
+    names = schema_lib.safe_names(["Mens E-Mail", "mens e-mail", "No E-Mail", "%%"])
+    assert names == {"Mens E-Mail": "mens_e_mail", "mens e-mail": "mens_e_mail_2",
+                     "No E-Mail": "no_e_mail", "%%": "none"}
+
+
+def test_scenario_values_may_not_remap_a_scenario_name(tmp_path):
+    raw = synthetic_raw()
+    raw["scenario"] = {"column": "scenario", "names": ["feed", "search", "mall"],
+                       "values": {"feed": "search"}}
+    with pytest.raises(SchemaError, match="maps 'feed', itself a scenario name"):
+        schema_lib.load(write(tmp_path, raw))

@@ -33,7 +33,7 @@ def test_training_reaches_auc_07_in_every_scenario_and_task(tmp_path):
 
 
 def test_run_outputs_metrics_json_and_export(tiny_run, tiny_schema):
-    with open(os.path.join(tiny_run["model_dir"], "metrics.json")) as fh:
+    with open(os.path.join(tiny_run["model_dir"], "metrics_valid.json")) as fh:
         saved = json.load(fh)
     assert set(saved["scenarios"]) == set(tiny_schema.scenario_names)
     for scenario in tiny_schema.scenario_names:

@@ -1,4 +1,4 @@
-"""A calibrated model directory: metrics before and after in metrics.json (AUC unchanged),
+"""A calibrated model directory: metrics before and after in metrics_valid.json (AUC unchanged),
 reliability diagrams, and an export whose signatures serve the calibrated probabilities,
 in process and over gRPC."""
 import json
@@ -29,7 +29,7 @@ def calibrated(tiny_run, tmp_path_factory):
     opts = train.TrainOptions(model_dir=model_dir, calibrate="isotonic")
     fitted = train.fit_calibration(model, model.schema, data_dir, opts)
     result = evaluate.evaluate(model, model.schema, "valid", data_dir,
-                               os.path.join(model_dir, "metrics.json"), calibration=fitted)
+                               evaluate.metrics_path(model_dir, "valid"), calibration=fitted)
     path = export.export_saved_model(model, os.path.join(model_dir, "export"),
                                      calibration=fitted)
     return {"model_dir": model_dir, "fitted": fitted, "metrics": result, "export_path": path,
@@ -37,7 +37,7 @@ def calibrated(tiny_run, tmp_path_factory):
 
 
 def test_metrics_json_has_calibrated_metrics_with_the_same_auc(calibrated, tiny_schema):
-    with open(os.path.join(calibrated["model_dir"], "metrics.json")) as fh:
+    with open(evaluate.metrics_path(calibrated["model_dir"], "valid")) as fh:
         saved = json.load(fh)
     after = saved["calibrated"]
     assert after["method"] == "isotonic" and after["fitted_on"] == "valid"

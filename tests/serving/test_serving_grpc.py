@@ -192,7 +192,8 @@ BAD_PREDICTS = {
                           grpc.StatusCode.FAILED_PRECONDITION,
                           'Serving signature key "nope" not found.'),
     "unknown scenario": (_unknown_scenario, grpc.StatusCode.INVALID_ARGUMENT,
-                         "unknown scenario"),
+                         "unknown scenario 'nowhere' (input 'scenario'); known scenarios: "
+                         "feed, search, mall"),
     "garbage example bytes": (_garbage_examples, grpc.StatusCode.INVALID_ARGUMENT, ""),
     "oversized message": (_oversized, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     "unknown model": (lambda r: setattr(r.model_spec, "name", "nope"),
@@ -219,6 +220,7 @@ def test_bad_predict_gets_tf_serving_status_and_server_keeps_answering(
         client.predictions.Predict(request, timeout=30)
     assert error.value.code() == code, error.value.details()
     assert message in error.value.details()
+    assert "node" not in error.value.details()    # no graph internals
     assert client.predict(columns)  # still answering
 
 

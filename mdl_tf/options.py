@@ -1,0 +1,47 @@
+"""Training options: what `mdl_tf.train` takes, importable without TensorFlow (the CLIs'
+--help reads the defaults from here before TensorFlow loads)."""
+from __future__ import annotations
+
+import dataclasses
+
+OPTIMIZERS = ("adam", "adagrad", "rmsprop", "sgd")
+DEFAULT_PS_MIN_SHARD_BYTES = 256 << 10   # = distribute.DEFAULT_PS_MIN_SHARD_BYTES (tested)
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    model: str = "mdl"
+    model_dir: str = "runs/default"
+    config: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 3
+    steps: int = 0                   # > 0: train this many steps (overrides epochs)
+    steps_per_eval: int = 100        # with steps: evaluate/checkpoint every this many steps
+    batch_size: int = 2048           # global: split over the replicas of the strategy
+    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    embedding_optimizer: str = "adam"   # "same": one optimizer for all weights
+    embedding_learning_rate: float | None = None
+    embedding_weight_decay: float = 0.0  # decoupled (AdamW-style) decay of the tables
+    adagrad_initial_accumulator: float = 0.1   # Keras' default; small values suit a mean loss
+    jit_compile: bool = True
+    seed: int = 0
+    early_stopping_patience: int = 2
+    eval_split: str = "valid"
+    bad_rows: str = "error"
+    cache_data: bool = False         # keep parsed rows in memory (datasets that fit in RAM)
+    export: bool = True
+    calibrate: str | None = None     # platt | isotonic: post-hoc, fitted on "valid"
+    verbose: int | None = None
+    strategy: str = "default"        # see cli.STRATEGIES (distribute.STRATEGIES)
+    tpu: str | None = None           # --strategy tpu: TPU name or address ("" = local)
+    mixed_precision: bool = False    # mixed_float16 on GPU, mixed_bfloat16 on TPU and CPU
+    backup_every: int = 100          # steps between fault-tolerance backups (0: every epoch)
+    ps_min_shard_bytes: int = DEFAULT_PS_MIN_SHARD_BYTES
+    callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
+
+
+def suggested_batch_size(rows: int, steps: int = 20) -> int:
+    """The power of two giving about `steps` steps per epoch over `rows`, in [1, 2048]."""
+    return min(2048, 1 << max(0, max(rows // steps, 1).bit_length() - 1))
