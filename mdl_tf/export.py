@@ -16,7 +16,9 @@ Signatures are not XLA-compiled (every new batch size would recompile). The mult
 signatures share one inner tf.function and each scenario's signatures share one per
 scenario, so each graph is stored once. For models whose `call` takes `scenario_index`
 (MDL), a per-scenario graph computes only its own scenario token and the global one;
-other models run their full network with the scenario filled in.
+other models run their full network with the scenario filled in. Where `call` also takes
+`task_indices` (MDL), a `scenario_<s>__<task>` graph computes only that task's token too;
+otherwise it reads its task from the scenario's graph.
 An unknown scenario fails with INVALID_ARGUMENT naming it.
 
 The version also gets `assets.extra/tf_serving_warmup_requests`: one PredictRequest per
@@ -81,28 +83,37 @@ def build_signatures(model, batch_size=None):
     for k, scenario in enumerate(schema.scenario_names):
         per_scenario = _scenario_function(model, specs, k)
         functions[names.scenario_signature(scenario)] = per_scenario
-        for task in schema.task_names:
+        for n, task in enumerate(schema.task_names):
             name = names.task_signature(scenario, task)
             if name in functions:  # e.g. scenario "a__b" + task "c" vs scenario "a" + "b__c"
                 raise ValueError(f"two signatures would be named '{name}'; rename a scenario "
                                  "or task")
-            functions[name] = _task_function(per_scenario, specs, task)
+            functions[name] = (_scenario_function(model, specs, k, task=n)
+                               if _supports(model, "task_indices")
+                               else _task_function(per_scenario, specs, task))
     return {name: fn.get_concrete_function() for name, fn in functions.items()}
 
 
-def _supports_scenario_subset(model):
-    return "scenario_index" in inspect.signature(model.call).parameters
+def _supports(model, argument):
+    return argument in inspect.signature(model.call).parameters
 
 
-def _scenario_function(model, specs, k):
-    call_kwargs = {"scenario_index": k} if _supports_scenario_subset(model) else {}
+def _scenario_function(model, specs, k, task=None):
+    """Scenario k's signature function: {<task>: [B]}, or {"probability": [B]} of task
+    number `task` alone (the model computing only that task)."""
+    call_kwargs = {"scenario_index": k} if _supports(model, "scenario_index") else {}
+    if task is not None:
+        call_kwargs["task_indices"] = [task]
 
     @tf.function(input_signature=[specs])
     def predict_scenario(raw):
         raw = dict(raw)
         raw[data.SCENARIO_KEY] = tf.fill(tf.shape(next(iter(raw.values()))),
                                          model.schema.scenario_names[k])
-        return _outputs(model.schema, model.predict_raw(raw, **call_kwargs))
+        probs = model.predict_raw(raw, **call_kwargs)
+        if task is not None:
+            return {names.TASK_OUTPUT: probs[:, 0]}
+        return _outputs(model.schema, probs)
     return predict_scenario
 
 
