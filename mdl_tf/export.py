@@ -59,9 +59,10 @@ def _outputs(schema, probs):
     return {t: probs[:, n] for n, t in enumerate(schema.task_names)}
 
 
-def build_signatures(model, batch_size=None):
+def build_signatures(model, batch_size=None, only=None):
     """{signature name: concrete function}. A fixed batch_size gives static shapes (for
-    cost analysis, see serving/cost.py); exports use None."""
+    cost analysis, see serving/cost.py); exports use None. `only` (names) traces just
+    those signatures (benchmarks)."""
     schema = model.schema
     specs = feature_specs(schema, batch_size)
     scenario_spec = tf.TensorSpec([batch_size], tf.string, name=data.SCENARIO_KEY)
@@ -91,7 +92,8 @@ def build_signatures(model, batch_size=None):
             functions[name] = (_scenario_function(model, specs, k, task=n)
                                if _supports(model, "task_indices")
                                else _task_function(per_scenario, specs, task))
-    return {name: fn.get_concrete_function() for name, fn in functions.items()}
+    return {name: fn.get_concrete_function() for name, fn in functions.items()
+            if only is None or name in only}
 
 
 def _supports(model, argument):
