@@ -13,8 +13,9 @@ Serving loads any numeric directory it sees). Signatures (names in serving/signa
   scenario_<s>__<task>       raw features -> {"probability": [B]}
 
 Signatures are not XLA-compiled (every new batch size would recompile). The multi-scenario
-signatures share one inner tf.function and each scenario's signatures share one per
-scenario, so each graph is stored once. For models whose `call` takes `scenario_index`
+signatures share one inner tf.function and, for models without `task_indices`, each
+scenario's signatures share one per scenario, so each graph is stored once (MDL's
+per-task graphs are their own: a larger saved_model.pb for fewer FLOPs per request). For models whose `call` takes `scenario_index`
 (MDL), a per-scenario graph computes only its own scenario token and the global one;
 other models run their full network with the scenario filled in. Where `call` also takes
 `task_indices` (MDL), a `scenario_<s>__<task>` graph computes only that task's token too;
