@@ -93,6 +93,10 @@ class Calibration:
         else:
             self.x, self.y = _knots(cells)                               # [N_s, N_t, K]
 
+    @property
+    def num_tasks(self):
+        return len(self.spec["tasks"])
+
     # --- files ------------------------------------------------------------------------
     def save(self, path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -16,10 +16,13 @@ Serving loads any numeric directory it sees). Signatures (names in serving/signa
   scenario_<s>__<task>       raw features -> {"probability": [B]}
 
 Signatures are not XLA-compiled (every new batch size would recompile). The multi-scenario
-signatures share one inner tf.function and each scenario's signatures share one per
-scenario, so each graph is stored once. For models whose `call` takes `scenario_index`
+signatures share one inner tf.function and, for models without `task_indices`, each
+scenario's signatures share one per scenario, so each graph is stored once (MDL's
+per-task graphs are their own: a larger saved_model.pb for fewer FLOPs per request). For models whose `call` takes `scenario_index`
 (MDL), a per-scenario graph computes only its own scenario token and the global one;
-other models run their full network with the scenario filled in.
+other models run their full network with the scenario filled in. Where `call` also takes
+`task_indices` (MDL), a `scenario_<s>__<task>` graph computes only that task's token too;
+otherwise it reads its task from the scenario's graph.
 An unknown scenario fails with INVALID_ARGUMENT naming it.
 With a post-hoc calibration (<model_dir>/calibration.json, mdl_tf/calibration.py) every
 signature returns calibrated probabilities: each row's scenario x task map applied to the
@@ -86,14 +89,22 @@ def _outputs(schema, probs):
     return {t: probs[:, n] for n, t in enumerate(schema.task_names)}
 
 
-def _calibrated(calibration, probs, membership):
-    return probs if calibration is None else calibration.apply(probs, membership)
+def _calibrated(calibration, probs, membership, task=None):
+    """probs [B, N_t] (or [B, 1] of task number `task` alone) through the calibration."""
+    if calibration is None:
+        return probs
+    if task is None:
+        return calibration.apply(probs, membership)
+    # Every task column holds this task's score; only column `task` is read back.
+    tiled = tf.tile(probs, [1, calibration.num_tasks])                  # [B, N_t]
+    return calibration.apply(tiled, membership)[:, task:task + 1]       # [B, 1]
 
 
-def build_signatures(model, batch_size=None, calibration=None):
+def build_signatures(model, batch_size=None, calibration=None, only=None):
     """{signature name: concrete function}. A fixed batch_size gives static shapes (for
     cost analysis, see serving/cost.py); exports use None. With a Calibration, every
-    signature returns calibrated probabilities."""
+    signature returns calibrated probabilities. `only` (names) traces just those
+    signatures (benchmarks)."""
     schema = model.schema
     specs = feature_specs(schema, batch_size)
     scenario_input = scenario_input_name(schema)
@@ -122,21 +133,28 @@ def build_signatures(model, batch_size=None, calibration=None):
     for k, scenario in enumerate(schema.scenario_names):
         per_scenario = _scenario_function(model, specs, k, calibration)
         functions[names.scenario_signature(scenario)] = per_scenario
-        for task in schema.task_names:
+        for n, task in enumerate(schema.task_names):
             name = names.task_signature(scenario, task)
             if name in functions:  # e.g. scenario "a__b" + task "c" vs scenario "a" + "b__c"
                 raise ValueError(f"two signatures would be named '{name}'; rename a scenario "
                                  "or task")
-            functions[name] = _task_function(per_scenario, specs, task)
-    return {name: fn.get_concrete_function() for name, fn in functions.items()}
+            functions[name] = (_scenario_function(model, specs, k, calibration, task=n)
+                               if _supports(model, "task_indices")
+                               else _task_function(per_scenario, specs, task))
+    return {name: fn.get_concrete_function() for name, fn in functions.items()
+            if only is None or name in only}
 
 
-def _supports_scenario_subset(model):
-    return "scenario_index" in inspect.signature(model.call).parameters
+def _supports(model, argument):
+    return argument in inspect.signature(model.call).parameters
 
 
-def _scenario_function(model, specs, k, calibration=None):
-    call_kwargs = {"scenario_index": k} if _supports_scenario_subset(model) else {}
+def _scenario_function(model, specs, k, calibration=None, task=None):
+    """Scenario k's signature function: {<task>: [B]}, or {"probability": [B]} of task
+    number `task` alone (the model computing only that task)."""
+    call_kwargs = {"scenario_index": k} if _supports(model, "scenario_index") else {}
+    if task is not None:
+        call_kwargs["task_indices"] = [task]
 
     @tf.function(input_signature=[specs])
     def predict_scenario(raw):
@@ -144,7 +162,9 @@ def _scenario_function(model, specs, k, calibration=None):
         batch = tf.shape(next(iter(raw.values())))
         raw[data.SCENARIO_KEY] = tf.fill(batch, model.schema.scenario_names[k])
         probs = _calibrated(calibration, model.predict_raw(raw, **call_kwargs),
-                            tf.one_hot(tf.fill(batch, k), model.schema.num_scenarios))
+                            tf.one_hot(tf.fill(batch, k), model.schema.num_scenarios), task)
+        if task is not None:
+            return {names.TASK_OUTPUT: probs[:, 0]}
         return _outputs(model.schema, probs)
     return predict_scenario
 

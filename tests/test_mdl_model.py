@@ -1,10 +1,15 @@
-"""MDL as a whole: masked loss, XLA parity, per-scenario token subset, attention maps."""
+"""MDL as a whole: masked loss, XLA parity, per-scenario and per-task token subsets,
+checkpoint compatibility, attention maps."""
+import json
+import os
+
 import mdl_tf  # noqa: F401
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import TINY_CONFIG
-from mdl_tf import data
+from mdl_tf import data, datasets, schema as schema_lib
 from mdl_tf.models import build_model, make_config
 from mdl_tf.train import encoder_transform
 
@@ -86,3 +91,38 @@ def test_attention_maps_shapes(tiny_schema):
     assert [tuple(m.shape) for m in maps["scenario"]] == \
         [(5, heads, tiny_schema.num_scenarios + 1, n_f)] * 2
     assert [tuple(m.shape) for m in maps["task"]] == [(5, heads, tiny_schema.num_tasks, n_f)] * 2
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_task_subset_equals_the_full_models_columns(tiny_schema, tiny_dataset, xla):
+    model = tiny_model(tiny_schema, num_layers=2)
+    encoded, _ = one_batch(tiny_schema, tiny_dataset, model)
+    call = tf.function(lambda e, **kw: model(e, **kw), jit_compile=xla)
+    full = call(encoded).numpy()
+    np.testing.assert_allclose(call(encoded, task_indices=[2, 0]).numpy(), full[:, [2, 0]],
+                               atol=1e-5)
+    for k in range(tiny_schema.num_scenarios):
+        scenario = call(encoded, scenario_index=k).numpy()
+        one = call(encoded, scenario_index=k, task_indices=[1]).numpy()
+        np.testing.assert_allclose(one, scenario[:, [1]], atol=1e-5)
+
+
+def test_checkpoint_variables_are_those_of_the_batch_major_layout(tmp_path):
+    """tests/models/data/mdl_checkpoint_variables.json lists the checkpoint keys and shapes
+    of the synthetic schema's MDL as written before the token-major layout (main branch,
+    2026-11-30): old checkpoints restore into the current model."""
+    with open(os.path.join(os.path.dirname(__file__), "models", "data",
+                           "mdl_checkpoint_variables.json")) as fh:
+        old = json.load(fh)
+    synthetic = schema_lib.load(os.path.join(os.path.dirname(datasets.__file__),
+                                             "synthetic.yaml"))
+    tf.keras.utils.set_random_seed(0)
+    model = build_model("mdl", synthetic, make_config("mdl", old["config"])).build_from_schema()
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    written = {k: s for k, s in tf.train.list_variables(path) if k.startswith("model/")}
+    assert written == old["variables"]
+    restored = build_model("mdl", synthetic, make_config("mdl", old["config"]))
+    restored.build_from_schema()
+    tf.train.Checkpoint(model=restored).read(path).assert_existing_objects_matched()
+    batch = model.preprocess(model.dummy_raw_batch(4))
+    np.testing.assert_array_equal(restored(batch).numpy(), model(batch).numpy())

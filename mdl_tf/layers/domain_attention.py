@@ -11,29 +11,75 @@ hidden multiplier * d, GELU), the paper's "in the form of a PerToken FFN" (Sec. 
 
 Inputs: queries [B, Q, d], features [B, N_f, d] -> [B, Q, d]
 (and the attention weights [B, H, Q, N_f] when return_attention=True).
+With token_major=True: queries [Q, B, d], features [N_f, B, d] -> [Q, B, d]; the weights
+keep the [B, H, Q, N_f] layout.
+
+The heads are tiny (Q and N_f are a handful of tokens, d/H = 16), so the two
+formulations of the same product differ in speed by 2-8x (2 CPU cores, batch 2048,
+forward + backward, see BUILD.md): inside an XLA compilation the scores are a broadcast
+multiply reduced over the head width, which XLA fuses into one loop without transposes;
+otherwise (TensorFlow's kernels, which would materialise that broadcast) a batched matmul
+over B x H. The two agree within float rounding.
 """
 import math
 
 import tensorflow as tf
+from tf_keras.src.utils import control_flow_util
 
 from mdl_tf.layers.per_token_dense import PerTokenDense, PerTokenFFN
 
 PROJECTIONS = ("linear", "mlp")
 
 
+def in_xla_compilation():
+    """True while tracing inside tf.function(jit_compile=True) (also nested in one); the
+    same check Keras makes to pick a layer's implementation."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def attention_broadcast(q, k, v, num_heads):
+    """Token-major attention as broadcast products and reductions.
+
+    q [Q, B, d], k and v [F, B, d] -> (out [Q, B, d], weights [Q, F, B, H])."""
+    (n_q, n_f), d = (q.shape[0], k.shape[0]), q.shape[-1]
+    e = d // num_heads
+    prod = tf.reshape(q[:, None] * k[None], [n_q, n_f, -1, num_heads, e])    # [Q, F, B, H, e]
+    weights = tf.nn.softmax(tf.reduce_sum(prod, axis=-1) / math.sqrt(e), axis=1)  # [Q, F, B, H]
+    v = tf.reshape(v, [1, n_f, -1, num_heads, e])                           # [1, F, B, H, e]
+    out = tf.reduce_sum(weights[..., None] * v, axis=1)                      # [Q, B, H, e]
+    return tf.reshape(out, [n_q, -1, d]), weights
+
+
+def attention_matmul(q, k, v, num_heads):
+    """Token-major attention as batched matmuls over B x H.
+
+    q [Q, B, d], k and v [F, B, d] -> (out [Q, B, d], weights [B, H, Q, F])."""
+    d = q.shape[-1]
+    e = d // num_heads
+
+    def heads(x):                                       # [N, B, d] -> [B, H, N, e]
+        return tf.transpose(tf.reshape(x, [x.shape[0], -1, num_heads, e]), [1, 2, 0, 3])
+
+    scores = tf.matmul(heads(q), heads(k), transpose_b=True) / math.sqrt(e)  # [B, H, Q, F]
+    weights = tf.nn.softmax(scores, axis=-1)
+    out = tf.transpose(tf.matmul(weights, heads(v)), [2, 0, 1, 3])           # [Q, B, H, e]
+    return tf.reshape(out, [q.shape[0], -1, d]), weights
+
+
 class DomainAwareAttention(tf.keras.layers.Layer):
     def __init__(self, num_queries, num_heads=4, pre_ln=False, projection="linear",
-                 multiplier=2, **kwargs):
+                 multiplier=2, token_major=False, **kwargs):
         super().__init__(**kwargs)
         self.num_queries, self.num_heads, self.pre_ln = int(num_queries), int(num_heads), pre_ln
         if projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, "
                              f"got '{projection}'")
         self.projection, self.multiplier = projection, multiplier
+        self.token_major = bool(token_major)
 
     def build(self, input_shape):
         query_shape, feature_shape = input_shape
-        d, n_f = int(query_shape[-1]), int(feature_shape[1])
+        d, n_f = int(query_shape[-1]), int(feature_shape[0 if self.token_major else 1])
         if d % self.num_heads:
             raise ValueError(f"d ({d}) must be divisible by num_heads ({self.num_heads})")
         self.query = self._projection(self.num_queries, d, "query")
@@ -43,26 +89,30 @@ class DomainAwareAttention(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def _projection(self, num_tokens, d, name):
+        # The projections run token-major ([T, B, d]): call() computes in that layout.
         if self.projection == "mlp":
-            return PerTokenFFN(num_tokens, d, self.multiplier, name=name)
-        return PerTokenDense(num_tokens, d, name=name)
+            return PerTokenFFN(num_tokens, d, self.multiplier, token_major=True, name=name)
+        return PerTokenDense(num_tokens, d, token_major=True, name=name)
 
     def call(self, inputs, token_indices=None, return_attention=False):
         queries, features = inputs
-        h = self.num_heads
-        d = queries.shape[-1]
+        if not self.token_major:            # the computation is token-major either way
+            queries, features = tf.transpose(queries, [1, 0, 2]), tf.transpose(features, [1, 0, 2])
         q_in = self.norm(queries) if self.norm is not None else queries
-        q = self.query(q_in, token_indices=token_indices)
-        q = tf.reshape(q, [-1, tf.shape(q)[1], h, d // h])           # [B, Q, H, d/H]
-        k = tf.reshape(self.key(features), [-1, features.shape[1], h, d // h])
-        v = tf.reshape(self.value(features), [-1, features.shape[1], h, d // h])
-        scores = tf.einsum("bqhe,bfhe->bhqf", q, k) / math.sqrt(d // h)  # [B, H, Q, N_f]
-        weights = tf.nn.softmax(scores, axis=-1)
-        out = tf.einsum("bhqf,bfhe->bqhe", weights, v)                # [B, Q, H, d/H]
-        out = tf.reshape(out, [-1, tf.shape(queries)[1], d]) + queries
+        q = self.query(q_in, token_indices=token_indices)                    # [Q, B, d]
+        k, v = self.key(features), self.value(features)                      # [N_f, B, d]
+        if in_xla_compilation():
+            out, weights = attention_broadcast(q, k, v, self.num_heads)
+            weights = tf.transpose(weights, [2, 3, 0, 1])                    # [B, H, Q, N_f]
+        else:
+            out, weights = attention_matmul(q, k, v, self.num_heads)
+        out = out + queries                                                  # [Q, B, d]
+        if not self.token_major:
+            out = tf.transpose(out, [1, 0, 2])                               # [B, Q, d]
         return (out, weights) if return_attention else out
 
     def get_config(self):
         return {**super().get_config(), "num_queries": self.num_queries,
                 "num_heads": self.num_heads, "pre_ln": self.pre_ln,
-                "projection": self.projection, "multiplier": self.multiplier}
+                "projection": self.projection, "multiplier": self.multiplier,
+                "token_major": self.token_major}

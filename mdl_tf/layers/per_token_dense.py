@@ -5,6 +5,10 @@ tokens of different meaning (feature groups, scenarios, tasks) live in different
 subspaces, so each token position gets its own weights instead of one shared projection.
 
 Shapes: x [B, T, d_in] -> [B, T, d_out]; kernel [T, d_in, d_out], bias [T, d_out].
+With token_major=True the activations are [T, B, d_in] -> [T, B, d_out]: the token axis is
+the batch axis of one batched matmul, so no transposes surround it (in the [B, T, d]
+layout the einsum copies its input and output into that layout on every call; measured
+in benchmarks/results/train_throughput.md). The variables are the same in both layouts.
 `token_indices` (a list of positions) runs only those tokens' weights on an input of
 len(token_indices) tokens; serving uses it to compute one scenario's tokens only.
 """
@@ -16,10 +20,12 @@ import tensorflow as tf
 class PerTokenDense(tf.keras.layers.Layer):
     """y[:, t] = x[:, t] @ W_t + b_t for every token t, with its own W_t and b_t."""
 
-    def __init__(self, num_tokens, units, use_bias=True, activation=None, **kwargs):
+    def __init__(self, num_tokens, units, use_bias=True, activation=None, token_major=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_tokens, self.units, self.use_bias = int(num_tokens), int(units), use_bias
         self.activation = tf.keras.activations.get(activation)
+        self.token_major = bool(token_major)
 
     def build(self, input_shape):
         d_in = int(input_shape[-1])
@@ -36,34 +42,41 @@ class PerTokenDense(tf.keras.layers.Layer):
         if token_indices is not None:
             kernel = tf.gather(kernel, token_indices)
             bias = None if bias is None else tf.gather(bias, token_indices)
-        y = tf.einsum("btd,tdo->bto", x, kernel)  # [B, T, d_in] x [T, d_in, d_out]
+        if self.token_major:
+            y = tf.matmul(x, kernel)                  # [T, B, d_in] x [T, d_in, d_out]
+            bias = None if bias is None else bias[:, None, :]          # [T, 1, d_out]
+        else:
+            y = tf.einsum("btd,tdo->bto", x, kernel)  # [B, T, d_in] x [T, d_in, d_out]
         if bias is not None:
             y = y + bias
         return self.activation(y)
 
     def get_config(self):
         return {**super().get_config(), "num_tokens": self.num_tokens, "units": self.units,
-                "use_bias": self.use_bias,
+                "use_bias": self.use_bias, "token_major": self.token_major,
                 "activation": tf.keras.activations.serialize(self.activation)}
 
 
 class PerTokenFFN(tf.keras.layers.Layer):
     """Per-token 2-layer MLP: PerTokenDense(hidden, GELU) -> dropout -> PerTokenDense(units).
 
-    x [B, T, d_in] -> [B, T, units]; hidden defaults to multiplier * d_in.
+    x [B, T, d_in] -> [B, T, units] ([T, B, ...] with token_major=True); hidden defaults
+    to multiplier * d_in.
     """
 
     def __init__(self, num_tokens, units, multiplier=2, hidden_units=None, dropout=0.0,
-                 activation="gelu", **kwargs):
+                 activation="gelu", token_major=False, **kwargs):
         super().__init__(**kwargs)
         self.num_tokens, self.units, self.multiplier = int(num_tokens), int(units), multiplier
         self.hidden_units, self.dropout, self.activation = hidden_units, float(dropout), activation
+        self.token_major = bool(token_major)
 
     def build(self, input_shape):
         hidden = self.hidden_units or int(self.multiplier * int(input_shape[-1]))
         self.inner = PerTokenDense(self.num_tokens, hidden, activation=self.activation,
-                                   name="inner")
-        self.outer = PerTokenDense(self.num_tokens, self.units, name="outer")
+                                   token_major=self.token_major, name="inner")
+        self.outer = PerTokenDense(self.num_tokens, self.units, token_major=self.token_major,
+                                   name="outer")
         self.drop = tf.keras.layers.Dropout(self.dropout)
         super().build(input_shape)
 
@@ -74,4 +87,5 @@ class PerTokenFFN(tf.keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_tokens": self.num_tokens, "units": self.units,
                 "multiplier": self.multiplier, "hidden_units": self.hidden_units,
-                "dropout": self.dropout, "activation": self.activation}
+                "dropout": self.dropout, "activation": self.activation,
+                "token_major": self.token_major}

@@ -24,8 +24,10 @@ class TokenTowerHead(tf.keras.layers.Layer):
                                   dropout=self.dropout, name="towers")
         super().build(input_shape)
 
-    def call(self, x, training=False):
-        return self.towers(self.norm(x), training=training)            # [B, T, units]
+    def call(self, x, training=False, token_indices=None):
+        """token_indices: only those tokens' towers, on an x [B, len(token_indices), d]."""
+        return self.towers(self.norm(x), training=training,
+                           token_indices=token_indices)               # [B, T, units]
 
     def get_config(self):
         return {**super().get_config(), "num_tokens": self.num_tokens,

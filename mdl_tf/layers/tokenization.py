@@ -6,7 +6,7 @@ DomainTokenizer: token k = ReLU(FFN_k(concat(e_imp, e_prior_k))), FFN_k per toke
   e_imp are the "important" features' embeddings (by default their own tables, not the
   feature tokens') and e_prior_k optional token-specific prior features. Used for the N_s + 1
   scenario tokens (global last, e_imp only) and the N_t task tokens.
-  e_imp [B, E], priors {token: [B, P_k]} -> [B, K, d].
+  e_imp [B, E], priors {token: [B, P_k]} -> [B, K, d] ([K, B, d] with token_major=True).
 """
 import tensorflow as tf
 
@@ -41,14 +41,17 @@ class DomainTokenizer(tf.keras.layers.Layer):
     zero inputs add nothing to a dense layer, so this equals K separate FFNs.
     """
 
-    def __init__(self, num_tokens, d_model, priors=None, multiplier=2, **kwargs):
+    def __init__(self, num_tokens, d_model, priors=None, multiplier=2, token_major=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_tokens, self.d_model, self.multiplier = int(num_tokens), int(d_model), multiplier
         self.priors = [list(p) for p in (priors or [[]] * self.num_tokens)]
+        self.token_major = bool(token_major)
 
     def build(self, input_shape=None):
         self.ffn = PerTokenFFN(self.num_tokens, self.d_model, multiplier=self.multiplier,
-                               activation="relu", name="token_ffn")
+                               activation="relu", token_major=self.token_major,
+                               name="token_ffn")
         super().build(input_shape)
 
     def call(self, important, embeddings, token_indices=None):
@@ -59,7 +62,7 @@ class DomainTokenizer(tf.keras.layers.Layer):
         # the same kernel shape as the full one.
         width = max(self._width(important, embeddings, k) for k in range(self.num_tokens))
         padded = [tf.pad(x, [[0, 0], [0, width - int(x.shape[-1])]]) for x in per_token]
-        stacked = tf.stack(padded, axis=1)                                # [B, K, width]
+        stacked = tf.stack(padded, axis=0 if self.token_major else 1)  # [K, B, w] or [B, K, w]
         return tf.nn.relu(self.ffn(stacked, token_indices=token_indices))
 
     def _width(self, important, embeddings, k):
@@ -68,4 +71,5 @@ class DomainTokenizer(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_tokens": self.num_tokens, "d_model": self.d_model,
-                "priors": self.priors, "multiplier": self.multiplier}
+                "priors": self.priors, "multiplier": self.multiplier,
+                "token_major": self.token_major}

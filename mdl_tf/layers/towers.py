@@ -38,10 +38,11 @@ class ParallelMLP(tf.keras.layers.Layer):
         self.drop = tf.keras.layers.Dropout(self.dropout)
         super().build(input_shape)
 
-    def call(self, x, training=False, scales=None):
+    def call(self, x, training=False, scales=None, token_indices=None):
+        """token_indices: run only those MLPs, on an x [B, len(token_indices), d_in]."""
         h = per_unit_inputs(x, self.num_mlps)                            # [B, K, d_in]
         for i, layer in enumerate(self.dense_layers):
-            h = layer(h)                                                 # [B, K, units[i]]
+            h = layer(h, token_indices=token_indices)                    # [B, K, units[i]]
             if i < len(self.dense_layers) - 1:
                 if scales is not None:
                     h = h * scales[i]

@@ -5,6 +5,9 @@
     F = interaction_l(F) for l in 1..L   (RankMixerBlock or SelfAttentionBlock)
     logits = head(F, encoded)                                     [B, N_t]
 
+The interaction blocks run token-major ([N_f, B, d], see layers/per_token_dense.py): the
+feature tokens are transposed once before the first block and once after the last.
+
 A baseline is a `BackboneModel` that implements `build_head()` and `head()`. MDL reuses
 the embedding, tokenizer and interaction blocks but interleaves its domain tokens with
 the blocks, so it overrides `call`.
@@ -79,7 +82,7 @@ class BackboneModel(RankingModel):
         self.embedding = FeatureEmbedding(features, name="feature_embedding")
         self.feature_tokenizer = FeatureTokenizer(groups, c.d_model, name="feature_tokenizer")
         self.interactions = [make_interaction(c.interaction, c.num_heads, c.ffn_multiplier,
-                                              c.dropout, f"interaction_{l}")
+                                              c.dropout, f"interaction_{l}", token_major=True)
                              for l in range(c.num_layers)]
         self.build_head()
 
@@ -92,9 +95,10 @@ class BackboneModel(RankingModel):
         """(feature tokens after the L interaction blocks [B, N_f, d], embeddings)."""
         embeddings = self.embed(encoded)
         tokens = self.input_tokens(self.feature_tokenizer(embeddings), embeddings)
+        tokens = swap_token_batch(tokens)                                        # [N_f, B, d]
         for block in self.interactions:
             tokens = block(tokens, training=training)
-        return tokens, embeddings
+        return swap_token_batch(tokens), embeddings
 
     def call(self, encoded, training=False):
         tokens, embeddings = self.backbone(encoded, training=training)
@@ -111,6 +115,11 @@ class BackboneModel(RankingModel):
     def head(self, tokens, embeddings, encoded, training=False):
         """tokens [B, N_f, d] -> logits [B, N_t]."""
         raise NotImplementedError
+
+
+def swap_token_batch(tokens):
+    """[B, N, d] -> [N, B, d] (token-major) and back."""
+    return tf.transpose(tokens, [1, 0, 2])
 
 
 def flatten_tokens(tokens):

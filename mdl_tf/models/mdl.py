@@ -13,8 +13,17 @@ Scenarios and tasks are tokens that attend to the feature tokens in every layer:
     T   = T'' + PerTokenFFN_t(T'')
   logits[:, n] = PerTokenDense head_n(T_n)                  [B, N_t]
 
+The L layers run token-major: F, S and T are [N, B, d] inside the loop (one batched
+matmul per per-token layer, no transposes; layers/per_token_dense.py), converted once
+before the loop and once after it. Shapes above are written batch-major.
+
 `call(..., scenario_index=k)` computes only scenario token k and the global one, for
 serving signatures whose scenario is fixed: every example then belongs to scenario k.
+`call(..., task_indices=[n, ...])` computes only those task tokens and returns their
+logits [B, len(task_indices)] (the `scenario_<s>__<task>` signatures); task tokens never
+read each other, so this equals the same columns of the full call. Where tokens cannot
+be subset (domain_attention=False mixes them with the features; the ablations' towers
+read all of them) it computes all tasks and returns those columns.
 `call(..., return_attention=True)` also returns {"scenario": [L x [B, H, N_s+1, N_f]],
 "task": [L x [B, H, N_t, N_f]]}, the domain attention weights of every layer.
 
@@ -59,7 +68,8 @@ from mdl_tf.layers import (DomainAwareAttention, DomainFusion, DomainTokenizer,
                            FeatureEmbedding, PerTokenDense, PerTokenFFN, TokenTowerHead)
 from mdl_tf.layers.encoding import SCENARIO_KEY
 from mdl_tf.models.backbone import (BackboneConfig, BackboneModel, flatten_tokens,
-                                    make_towers, membership_weights, tower_hidden_units)
+                                    make_towers, membership_weights, swap_token_batch,
+                                    tower_hidden_units)
 
 CHOICES = ("linear", "mlp")     # of task_head and qkv_projection
 
@@ -101,7 +111,8 @@ class MDL(BackboneModel):
             self._build_domain_path("scenario", self.num_scenario_tokens,
                                     [s.scenario_priors.get(n, ()) for n in s.scenario_names]
                                     + [()] * int(c.global_token), last_ffn=False)
-            self.fusion = DomainFusion(use_global=c.global_token, name="domain_fusion")
+            self.fusion = DomainFusion(use_global=c.global_token, token_major=True,
+                                       name="domain_fusion")
         if c.task_tokens:
             self._build_domain_path("task", s.num_tasks,
                                     [s.task_priors.get(n, ()) for n in s.task_names],
@@ -123,16 +134,19 @@ class MDL(BackboneModel):
         """Tokenizer, per-layer domain attention and per-token FFNs of one token type."""
         c = self.config
         setattr(self, f"{kind}_tokenizer", DomainTokenizer(
-            num_tokens, c.d_model, priors, c.ffn_multiplier, name=f"{kind}_tokenizer"))
+            num_tokens, c.d_model, priors, c.ffn_multiplier, token_major=True,
+            name=f"{kind}_tokenizer"))
         attention, ffn = [], []
         if c.domain_attention:
             for l in range(c.num_layers):
                 attention.append(DomainAwareAttention(
                     num_tokens, c.num_heads, c.domain_pre_ln, projection=c.qkv_projection,
-                    multiplier=c.ffn_multiplier, name=f"{kind}_attention_{l}"))
+                    multiplier=c.ffn_multiplier, token_major=True,
+                    name=f"{kind}_attention_{l}"))
                 if last_ffn or l < c.num_layers - 1:
                     ffn.append(PerTokenFFN(num_tokens, c.d_model, c.ffn_multiplier,
-                                           dropout=c.dropout, name=f"{kind}_ffn_{l}"))
+                                           dropout=c.dropout, token_major=True,
+                                           name=f"{kind}_ffn_{l}"))
         setattr(self, f"{kind}_attention", attention)
         setattr(self, f"{kind}_ffn", ffn)
 
@@ -175,25 +189,31 @@ class MDL(BackboneModel):
         return [v for layer in layers for v in layer.trainable_variables]
 
     # --- forward -----------------------------------------------------------------------
-    def call(self, encoded, training=False, scenario_index=None, return_attention=False):
+    def call(self, encoded, training=False, scenario_index=None, task_indices=None,
+             return_attention=False):
         c = self.config
         embeddings = self.embed(encoded)
-        features = self.feature_tokenizer(embeddings)                           # [B, N_f, d]
+        features = swap_token_batch(self.feature_tokenizer(embeddings))        # [N_f, B, d]
         token_indices, membership = self._scenario_selection(encoded, scenario_index)
-        scen, task = self._domain_tokens(encoded, embeddings, token_indices)
+        tasks = self._task_selection(task_indices)
+        scen, task = self._domain_tokens(encoded, embeddings, token_indices, tasks)  # [N, B, d]
         maps = {"scenario": [], "task": []}
         for l in range(c.num_layers):
             if c.domain_attention:
                 features = self.interactions[l](features, training=training)
-                scen, task = self._attend(l, features, scen, task, token_indices, maps)
+                scen, task = self._attend(l, features, scen, task, token_indices, tasks, maps)
             else:
                 features, scen, task = self._interact_jointly(l, features, scen, task, training)
             if scen is not None and task is not None:
                 task = self.fusion([scen, task, membership])
             if c.domain_attention:
-                scen, task = self._domain_ffn(l, scen, task, token_indices, training)
-        logits = self._output(features, scen, task, membership, training)       # [B, N_t]
-        return (logits, maps) if return_attention else logits
+                scen, task = self._domain_ffn(l, scen, task, token_indices, tasks, training)
+        features, scen, task = (None if x is None else swap_token_batch(x)   # [B, N, d]
+                                for x in (features, scen, task))
+        logits = self._output(features, scen, task, membership, tasks, training)
+        if task_indices is not None and tasks is None:      # could not subset: all tasks ran
+            logits = tf.gather(logits, task_indices, axis=1)
+        return (logits, maps) if return_attention else logits                 # [B, N_t]
 
     def _scenario_selection(self, encoded, scenario_index):
         """(scenario token subset or None, membership) for the fusion and the heads.
@@ -212,8 +232,16 @@ class MDL(BackboneModel):
         return None, tf.one_hot(tf.fill(tf.shape(membership)[:1], k), s.num_scenarios,
                                 dtype=membership.dtype)
 
-    def _domain_tokens(self, encoded, embeddings, token_indices):
-        """Initial scenario tokens [B, N_s(+1), d] and task tokens [B, N_t, d] (or None).
+    def _task_selection(self, task_indices):
+        """The task token subset to compute, or None for all (or where it cannot be)."""
+        c = self.config
+        if task_indices is None or not (c.task_tokens and c.scenario_tokens
+                                        and c.domain_attention):
+            return None
+        return [int(n) for n in task_indices]
+
+    def _domain_tokens(self, encoded, embeddings, token_indices, tasks):
+        """Initial scenario tokens [N_s(+1), B, d] and task tokens [N_t, B, d] (or None).
         `embeddings`: the feature tokens' {name: [B, e]}, read with shared_domain_tables."""
         s, c = self.schema, self.config
         if not (c.scenario_tokens or c.task_tokens):
@@ -224,49 +252,52 @@ class MDL(BackboneModel):
         if c.scenario_tokens:
             scen = self.scenario_tokenizer(important, domain, token_indices=token_indices)
         if c.task_tokens:
-            task = self.task_tokenizer(important, domain)
+            task = self.task_tokenizer(important, domain, token_indices=tasks)
         return scen, task
 
-    def _attend(self, l, features, scen, task, token_indices, maps):
+    def _attend(self, l, features, scen, task, token_indices, tasks, maps):
         """Domain-aware attention of layer l; appends the weights to maps."""
         if scen is not None:
             scen, weights = self.scenario_attention[l](
                 [scen, features], token_indices=token_indices, return_attention=True)
             maps["scenario"].append(weights)                                   # [B, H, Q, N_f]
         if task is not None:
-            task, weights = self.task_attention[l]([task, features], return_attention=True)
+            task, weights = self.task_attention[l]([task, features], token_indices=tasks,
+                                                   return_attention=True)
             maps["task"].append(weights)
         return scen, task
 
-    def _domain_ffn(self, l, scen, task, token_indices, training):
+    def _domain_ffn(self, l, scen, task, token_indices, tasks, training):
         if scen is not None and l < len(self.scenario_ffn):
             scen = scen + self.scenario_ffn[l](scen, training=training,
                                                token_indices=token_indices)
         if task is not None:
-            task = task + self.task_ffn[l](task, training=training)
+            task = task + self.task_ffn[l](task, training=training, token_indices=tasks)
         return scen, task
 
     def _interact_jointly(self, l, features, scen, task, training):
-        """Ablation: [F; S; T] through the interaction block, split back."""
+        """Ablation: [F; S; T] through the interaction block, split back (token-major)."""
         parts = [features] + [x for x in (scen, task) if x is not None]
-        sizes = [int(x.shape[1]) for x in parts]
-        mixed = self.interactions[l](tf.concat(parts, axis=1), training=training)  # [B, ΣN, d]
-        split = tf.split(mixed, sizes, axis=1)
+        sizes = [int(x.shape[0]) for x in parts]
+        mixed = self.interactions[l](tf.concat(parts, axis=0), training=training)  # [ΣN, B, d]
+        split = tf.split(mixed, sizes, axis=0)
         features, rest = split[0], split[1:]
         scen = rest.pop(0) if scen is not None else None
         task = rest.pop(0) if task is not None else None
         return features, scen, task
 
-    def _output(self, features, scen, task, membership, training):
+    def _output(self, features, scen, task, membership, tasks, training):
+        """Logits [B, N_t] (or [B, len(tasks)]) from the final tokens [B, N, d]."""
         s, c = self.schema, self.config
         if c.task_tokens and c.scenario_tokens:
-            return self.heads(task, training=training)[..., 0]                 # [B, N_t]
+            return self.heads(task, training=training, token_indices=tasks)[..., 0]  # [B, N_t]
         if c.task_tokens:
             tiled = tf.tile(task, [1, s.num_scenarios, 1])          # [B, N_s * N_t, d]
             per_scenario = tf.reshape(self.heads(tiled, training=training),
                                       [-1, s.num_scenarios, s.num_tasks])     # [B, N_s, N_t]
         elif c.scenario_tokens:
-            s_avg = self.fusion([scen, tf.zeros_like(scen[:, :1]), membership])[:, 0]  # [B, d]
+            scen = swap_token_batch(scen)                                      # [N_s+1, B, d]
+            s_avg = self.fusion([scen, tf.zeros_like(scen[:1]), membership])[0]  # [B, d]
             towers_in = tf.concat([flatten_tokens(features), s_avg], axis=-1)
             return self.heads(towers_in, training=training)[..., 0]            # [B, N_t]
         else:
