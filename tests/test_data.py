@@ -57,7 +57,7 @@ def test_gzip_csv_and_empty_dense_uses_default(tiny_schema, tmp_path):
     (GOOD.replace(",2.5,", ",nan,"), "train.csv:3: column 'activity': NaN in dense feature 'nan'"),
     (GOOD.replace("feed,1,0,", "cinema,1,0,"), "train.csv:3: column 'scenario': unknown scenario 'cinema'"),
     (GOOD.replace("feed,1,0,", "feed,2,0,"), "train.csv:3: column 'click': label must be 0, 1 or empty (missing), got '2'"),
-    (GOOD.replace("12,3,", "u12,3,"), "train.csv:3: column 'user_id': not an integer id: 'u12'"),
+    (GOOD.replace("12,3,", "u12,3,"), "train.csv:3: column 'user_id': not an int64 id: 'u12'"),
 ])
 def test_bad_csv_row_names_file_line_and_column(tiny_schema, tmp_path, line, expected):
     make_split(tmp_path, [GOOD, line, GOOD])
