@@ -19,6 +19,7 @@ scenario, so each graph is stored once. For models whose `call` takes `scenario_
 other models run their full network with the scenario filled in.
 An unknown scenario fails with INVALID_ARGUMENT naming it.
 
+A model with a non-finite weight (NaN or inf) is refused: it would only serve NaN.
 The version also gets `assets.extra/tf_serving_warmup_requests`: one PredictRequest per
 signature, which TF Serving (and serving/server.py) replays before serving the version.
 """
@@ -157,6 +158,15 @@ def _serving_module(model):
     return module
 
 
+def check_finite_weights(model):
+    """ValueError naming the variables that hold NaN or inf (a diverged model)."""
+    bad = [v.name for v in model.variables
+           if v.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if bad:
+        raise ValueError(f"refusing to export: {len(bad)} of {len(model.variables)} variables "
+                         f"hold NaN or inf (e.g. {', '.join(bad[:3])}); the model diverged")
+
+
 def next_version(export_base):
     """max(now in seconds, newest version + 1): increasing, and readable as a time."""
     return max([int(time.time())] + [v + 1 for v in versions_on_disk(export_base)])
@@ -168,6 +178,7 @@ def export_saved_model(model, export_base, version=None, extra_assets=None):
     The warm-up file is written before the rename. `extra_assets(tmp_dir, signatures)`
     may write more into the version directory before it becomes visible.
     """
+    check_finite_weights(model)
     os.makedirs(export_base, exist_ok=True)
     version = version or next_version(export_base)
     final = os.path.join(export_base, str(version))
