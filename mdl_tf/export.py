@@ -17,7 +17,9 @@ signatures share one inner tf.function and each scenario's signatures share one 
 scenario, so each graph is stored once. For models whose `call` takes `scenario_index`
 (MDL), a per-scenario graph computes only its own scenario token and the global one;
 other models run their full network with the scenario filled in.
-An unknown scenario fails with INVALID_ARGUMENT naming it.
+An unknown scenario fails with INVALID_ARGUMENT naming it, and so does a dense value
+that is NaN or inf (mdl_tf.values; checked in the graph, so real TF Serving refuses it too,
+serialized Examples included).
 
 A model with a non-finite weight (NaN or inf) is refused: it would only serve NaN.
 The version also gets `assets.extra/tf_serving_warmup_requests`: one PredictRequest per
@@ -54,6 +56,17 @@ def _check_scenarios(model, scenario):
          tf.constant(model.schema.scenario_names)])
 
 
+def _check_dense(schema, raw):
+    """Asserts that every dense input is finite (NaN or inf would score NaN)."""
+    dense = [f.name for f in schema.features if f.type == "dense"]
+    if not dense:
+        return tf.no_op()
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(raw[n])) for n in dense])
+    return tf.debugging.Assert(tf.reduce_all(finite), [
+        "dense inputs must be finite (not NaN or inf); finite per input", tf.constant(dense),
+        finite])
+
+
 def _outputs(schema, probs):
     return {t: probs[:, n] for n, t in enumerate(schema.task_names)}
 
@@ -67,7 +80,8 @@ def build_signatures(model, batch_size=None):
 
     @tf.function(input_signature=[{**specs, data.SCENARIO_KEY: scenario_spec}])
     def predict(raw):
-        with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
+        with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY]),
+                                      _check_dense(schema, raw)]):
             return _outputs(schema, model.predict_raw(raw))
 
     @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.string,
@@ -103,7 +117,8 @@ def _scenario_function(model, specs, k):
         raw = dict(raw)
         raw[data.SCENARIO_KEY] = tf.fill(tf.shape(next(iter(raw.values()))),
                                          model.schema.scenario_names[k])
-        return _outputs(model.schema, model.predict_raw(raw, **call_kwargs))
+        with tf.control_dependencies([_check_dense(model.schema, raw)]):
+            return _outputs(model.schema, model.predict_raw(raw, **call_kwargs))
     return predict_scenario
 
 
