@@ -42,7 +42,8 @@ def to_array(values, dtype=None, name="input"):
             return np.asarray([_as_bytes(v) for v in np.ravel(np.asarray(values, object))],
                               dtype=object).reshape(np.shape(values))
         if tf_dtype is not None:
-            array = np.asarray(values, dtype=tf_dtype.as_numpy_dtype)
+            with np.errstate(over="ignore"):   # an overflow to inf is reported just below
+                array = np.asarray(values, dtype=tf_dtype.as_numpy_dtype)
         else:
             array = np.asarray(values)
             array = array.astype(_INFERRED.get(array.dtype.kind, array.dtype))
