@@ -229,8 +229,8 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
     checkpointed (checked once per epoch: a per-batch check would sync every step)."""
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
             raise NonFiniteLossError(
                 f"the training loss is {loss} after epoch {epoch + 1}: the weights are no "
                 "longer finite, so nothing is checkpointed or exported. Lower "
