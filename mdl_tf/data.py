@@ -9,46 +9,96 @@ Raw values go to the model untouched (strings stay strings, ids stay ids): hashi
 vocabulary lookup and normalisation happen inside the model, so the exported SavedModel
 takes the same raw values a client has.
 
-Parsing is vectorised over blocks of lines and validates every row: a wrong field count,
-a non-numeric or NaN dense value, a label outside {0, 1, empty} or an unknown scenario
-stops the input with a `DataError` naming file, line and column. With
-`bad_rows="skip"` such rows are dropped instead and counted in `BadRowCounter`.
+Parsing is vectorised over blocks of lines and validates every row with the shared rules
+(`mdl_tf.dialect` for the CSV dialect and gzip, `mdl_tf.values` for values): a line that is
+not UTF-8 or badly quoted, a wrong field count, a dense value that is not a finite float32,
+an id that is not an int64, a label outside {0, 1, empty} or an unknown scenario stops the
+input with a `DataError` naming file, line and column. With `bad_rows="skip"` such rows are
+dropped instead and counted per file and reason in a `BadRowCounter`.
 """
 from __future__ import annotations
 
 import contextlib
 import glob as globlib
-import gzip
 import os
 import re
 
 import mdl_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
+from mdl_tf import dialect, values
 from mdl_tf.schema import Schema, SchemaError
+from mdl_tf.values import DataError  # noqa: F401  (raised by readers; importers use data.DataError)
 
 LABEL_MISSING = -1.0
 SCENARIO_KEY = "scenario"
 GROUP_KEY = "gauc_group"
 ERROR_MARK = "MDL_DATA_ERROR"
-_FLOAT_RE = r"\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*"
-_INT_RE = r"\s*[-+]?\d+\s*"
-_LABEL_RE = r"\s*(0|1|0\.0*|1\.0*)?\s*"
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, the line or record, and the column."""
 
 
 class BadRowCounter:
-    """Counts rows dropped under `bad_rows="skip"` (a variable, so tf.data can update it)."""
+    """Rows read and rows dropped under `bad_rows="skip"`, per file and per reason
+    (`values.REASONS`). Variables, so tf.data updates them while it reads; a row is
+    counted each time it is read (over 3 epochs, 3 times: the fraction is unchanged)."""
 
     def __init__(self):
-        self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_rows")
+        self.files = None
+        self.read = self.bad = None     # [n_files] and [n_files, n_reasons] int64
+
+    def bind(self, files: list) -> None:
+        """Creates the counters for `files` (once; a counter belongs to one split)."""
+        if self.files is None:
+            self.files = list(files)
+            self.read = tf.Variable(tf.zeros([len(files)], tf.int64), trainable=False)
+            self.bad = tf.Variable(tf.zeros([len(files), len(values.REASONS)], tf.int64),
+                                   trainable=False)
+        elif self.files != list(files):
+            raise ValueError("a BadRowCounter counts the files of one split only")
+
+    def add(self, path, reasons, bad):
+        """Counts a block: path [B] string, reasons [B] int (index in REASONS), bad [B]."""
+        file_index = tf.argmax(tf.cast(tf.equal(path[:, None], tf.constant(self.files)[None]),
+                                       tf.int32), axis=1, output_type=tf.int32)   # [B]
+        n = len(self.files)
+        read = tf.math.bincount(file_index, minlength=n, maxlength=n, dtype=tf.int64)
+        cells = tf.boolean_mask(tf.stack([file_index, tf.cast(reasons, tf.int32)], 1), bad)
+        bad_counts = tf.scatter_nd(cells, tf.ones([tf.shape(cells)[0]], tf.int64),
+                                   [n, len(values.REASONS)])
+        return tf.group(self.read.assign_add(read), self.bad.assign_add(bad_counts))
 
     @property
     def count(self) -> int:
-        return int(self.variable.numpy())
+        """Bad rows so far."""
+        return 0 if self.bad is None else int(tf.reduce_sum(self.bad).numpy())
+
+    def report(self) -> dict:
+        """{"rows_read", "bad_rows", "bad_fraction", "by_file": {file: {"rows_read",
+        "bad_rows", <reason>: n}}}: JSON-ready."""
+        if self.files is None:
+            return {"rows_read": 0, "bad_rows": 0, "bad_fraction": 0.0, "by_file": {}}
+        read, bad = self.read.numpy(), self.bad.numpy()
+        by_file = {path: {"rows_read": int(read[i]), "bad_rows": int(bad[i].sum()),
+                          **{r: int(c) for r, c in zip(values.REASONS, bad[i]) if c}}
+                   for i, path in enumerate(self.files)}
+        total, dropped = int(read.sum()), int(bad.sum())
+        return {"rows_read": total, "bad_rows": dropped,
+                "bad_fraction": dropped / total if total else 0.0, "by_file": by_file}
+
+    def summary(self) -> str:
+        """One line: bad of read rows, then each file's reasons."""
+        r = self.report()
+        files = "; ".join(f"{path}: " + ", ".join(f"{k} {v}" for k, v in entry.items()
+                                                  if k in values.REASONS)
+                          for path, entry in r["by_file"].items() if entry["bad_rows"])
+        return (f"{r['bad_rows']} of {r['rows_read']} rows read are bad "
+                f"({r['bad_fraction']:.2%})" + (f" ({files})" if files else ""))
+
+    def check(self, what: str, max_bad_fraction: float) -> None:
+        """DataError when more than max_bad_fraction of the rows read are bad."""
+        r = self.report()
+        if values.too_many_bad(r["bad_rows"], r["rows_read"], max_bad_fraction):
+            raise DataError(f"{what}: {self.summary()}, above --max_bad_fraction="
+                            f"{max_bad_fraction}; fix the input or raise the limit")
 
 
 def expand_files(pattern: str) -> list:
@@ -77,6 +127,10 @@ def make_dataset(schema: Schema, split: str, *, data_dir: str | None = None,
     if bad_rows == "skip" and counter is None:
         counter = BadRowCounter()
     files = expand_files(schema.files_for(split, data_dir))
+    for path in files:
+        dialect.check_compressed(path)
+    if counter is not None:
+        counter.bind(files)
     if schema.format == "csv":
         records = _csv_lines(schema, files)
         parse = _CsvParser(schema, files, bad_rows, counter)
@@ -109,18 +163,25 @@ def make_dataset(schema: Schema, split: str, *, data_dir: str | None = None,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def check_usable(schema: Schema, split: str, data_dir: str | None = None,
+                 bad_rows: str = "error") -> None:
+    """DataError unless the split has at least one usable row (reads up to the first one;
+    under bad_rows="error" a bad row before it is the error)."""
+    counter = BadRowCounter() if bad_rows == "skip" else None
+    ds = make_dataset(schema, split, data_dir=data_dir, batch_size=1, bad_rows=bad_rows,
+                      counter=counter)
+    files = expand_files(schema.files_for(split, data_dir))
+    with raise_data_errors(schema, files):
+        if any(True for _ in ds.take(1)):
+            return
+    read = f": {counter.summary()}" if counter is not None else ""
+    raise DataError(f"split '{split}' ({schema.files_for(split, data_dir)}) has no usable "
+                    f"rows{read}")
+
+
 # --- CSV ---------------------------------------------------------------------------------
-def _open_text(path: str):
-    return gzip.open(path, "rt") if path.endswith(".gz") else open(path)
-
-
 def read_csv_header(schema: Schema, path: str) -> list:
-    try:
-        with _open_text(path) as fh:
-            first = fh.readline().rstrip("\r\n")
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e}") from None
-    return [c.strip().strip('"') for c in first.split(schema.csv_delimiter)]
+    return dialect.read_header(path, schema.csv_delimiter)
 
 
 def _required_columns(schema: Schema) -> list:
@@ -135,14 +196,18 @@ def _csv_lines(schema: Schema, files: list) -> tf.data.Dataset:
         raise SchemaError(f"{schema.path or schema.name}: CSV input needs a header line")
 
     return _numbered(files, lambda path, compression: tf.data.TextLineDataset(
-        path, compression_type=compression).skip(1), start=2)
+        path, compression_type=compression).skip(1), start=2, keep=dialect.not_blank_tf)
 
 
-def _numbered(files: list, reader, start: int) -> tf.data.Dataset:
-    """(file, record number, record) triples of all files, interleaved deterministically."""
+def _numbered(files: list, reader, start: int, keep=None) -> tf.data.Dataset:
+    """(file, record number, record) triples of all files, interleaved deterministically;
+    keep(record) -> bool drops records after they are numbered (blank CSV lines)."""
     def one_file(path):
         compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-        return reader(path, compression).enumerate(start=start).map(lambda n, r: (path, n, r))
+        records = reader(path, compression).enumerate(start=start)
+        if keep is not None:
+            records = records.filter(lambda n, r: keep(r))
+        return records.map(lambda n, r: (path, n, r))
 
     return tf.data.Dataset.from_tensor_slices(files).interleave(
         one_file, cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
@@ -169,34 +234,25 @@ class _CsvParser:
 
     def __call__(self, path, line_no, line):
         s = self.schema
-        fields = tf.strings.split(line, s.csv_delimiter)
-        n_fields = fields.row_lengths()
-        fields = fields.to_tensor(default_value="", shape=[None, len(self.header)])
-        fields = tf.strings.strip(tf.strings.regex_replace(fields, r'^\s*"|"\s*$', ""))
+        fields, line_problems = dialect.split_lines_tf(line, s.csv_delimiter, len(self.header))
         where = path + tf.constant(":") + tf.strings.as_string(line_no) + ": "
-        problems = [_problem(tf.not_equal(n_fields, len(self.header)), where,
-                             f"expected {len(self.header)} fields, got ",
-                             tf.strings.as_string(n_fields))]
+        problems = [_problem("unparseable", bad, where, what, value)
+                    for bad, what, value in line_problems]
         features = {}
         for f in s.features:
             raw = self._col(fields, f.source_column)
             col = f"column '{f.source_column}': "
             if f.type == "dense":
-                is_nan = tf.equal(tf.strings.lower(raw), "nan")
-                ok = tf.strings.regex_full_match(raw, _FLOAT_RE) | tf.equal(raw, "")
-                problems += [_problem(is_nan, where, col + "NaN in dense feature ", raw),
-                             _problem(~ok & ~is_nan, where, col + "not a number: ", raw)]
-                safe = tf.where(ok & tf.not_equal(raw, ""), raw, str(f.default))
-                features[f.name] = tf.strings.to_number(safe, tf.float32)
+                features[f.name], checks = values.dense_text_tf(raw, f.default, f.log1p)
+                problems += [_problem("bad_value", bad, where, col + what, raw)
+                             for bad, what in checks]
             elif f.dtype == "int64" and f.type == "categorical":
-                ok = tf.strings.regex_full_match(raw, _INT_RE) | tf.equal(raw, "")
-                problems.append(_problem(~ok, where, col + "not an integer id: ", raw))
-                features[f.name] = tf.strings.to_number(tf.where(ok & (raw != ""), raw, "-1"),
-                                                        tf.int64)
+                features[f.name], bad = values.id_text_tf(raw)
+                problems.append(_problem("bad_value", bad, where, col + values.NOT_INT64, raw))
             else:
                 features[f.name] = raw
         scen = map_scenario_values(s, self._col(fields, s.scenario.column))
-        problems.append(_problem(~_known_scenarios(s, scen), where,
+        problems.append(_problem("unknown_scenario", ~_known_scenarios(s, scen), where,
                                  f"column '{s.scenario.column}': unknown scenario ", scen,
                                  f" (known: {', '.join(s.scenario.names)})"))
         features[SCENARIO_KEY] = scen
@@ -207,13 +263,12 @@ class _CsvParser:
         labels = []
         for t in s.tasks:
             raw = self._col(fields, t.column)
-            ok = tf.strings.regex_full_match(raw, _LABEL_RE)
-            problems.append(_problem(~ok, where, f"column '{t.column}': label must be 0, 1 or "
-                                     "empty (missing), got ", raw))
-            value = tf.strings.to_number(tf.where(ok & (raw != ""), raw, "-1"), tf.float32)
+            value, bad = values.label_text_tf(raw)
+            problems.append(_problem("label_out_of_range", bad, where,
+                                     f"column '{t.column}': {values.BAD_LABEL}", raw))
             labels.append(value)
         labels = tf.stack(labels, axis=1)
-        return _apply_policy(features, labels, problems, self.bad_rows, self.counter)
+        return _apply_policy(path, features, labels, problems, self.bad_rows, self.counter)
 
 
 def _known_scenarios(schema: Schema, scen: tf.Tensor) -> tf.Tensor:
@@ -225,18 +280,21 @@ def _known_scenarios(schema: Schema, scen: tf.Tensor) -> tf.Tensor:
     return tf.reduce_all(per_row, axis=1) & (parts.row_lengths() > 0) & (scen != "")
 
 
-def _problem(bad, where, what, value, suffix=""):
-    """[B] string: the error message for rows where `bad`, '' elsewhere."""
-    return tf.where(bad, where + what + "'" + value + "'" + suffix, "")
+def _problem(reason, bad, where, what, value, suffix=""):
+    """(reason index, [B] string): the error message for rows where `bad`, '' elsewhere."""
+    return (values.REASONS.index(reason),
+            tf.where(bad, where + what + "'" + value + "'" + suffix, ""))
 
 
-def _apply_policy(features, labels, problems, bad_rows, counter):
-    msgs = tf.stack(problems, axis=1)                           # [B, n_checks]
+def _apply_policy(path, features, labels, problems, bad_rows, counter):
+    msgs = tf.stack([m for _, m in problems], axis=1)           # [B, n_checks]
     has = tf.not_equal(msgs, "")
     bad = tf.reduce_any(has, axis=1)                            # [B]
     if bad_rows == "skip":
-        counter.variable.assign_add(tf.reduce_sum(tf.cast(bad, tf.int64)))
-        keep = ~bad
+        first = tf.argmax(tf.cast(has, tf.int32), axis=1)       # [B] the first problem
+        reasons = tf.gather(tf.constant([r for r, _ in problems]), first)
+        with tf.control_dependencies([counter.add(path, reasons, bad)]):
+            keep = tf.identity(~bad)
         features = {k: tf.boolean_mask(v, keep) for k, v in features.items()}
         return features, tf.boolean_mask(labels, keep)
     row = tf.argmax(tf.cast(bad, tf.int32))
@@ -331,10 +389,11 @@ class _ExampleParser:
         problems = []
         for f in s.features:
             if f.type == "dense":
-                problems.append(_problem(tf.math.is_nan(features[f.name]), where,
-                                         f"feature '{f.source_column}': NaN in dense feature ",
-                                         tf.strings.as_string(features[f.name])))
-        problems.append(_problem(~_known_scenarios(s, scen), where,
+                problems += [_problem("bad_value", bad, where,
+                                      f"feature '{f.source_column}': {what}",
+                                      tf.strings.as_string(features[f.name]))
+                             for bad, what in values.dense_number_tf(features[f.name], f.log1p)]
+        problems.append(_problem("unknown_scenario", ~_known_scenarios(s, scen), where,
                                  f"feature '{s.scenario.column}': unknown scenario ", scen,
                                  f" (known: {', '.join(s.scenario.names)})"))
         if s.gauc_group:
@@ -345,10 +404,11 @@ class _ExampleParser:
         for t in s.tasks:
             v = parsed[t.column]
             bad = (v != -1) & (v != 0) & (v != 1)
-            problems.append(_problem(bad, where, f"feature '{t.column}': label must be 0, 1 or "
+            problems.append(_problem("label_out_of_range", bad, where,
+                                     f"feature '{t.column}': label must be 0, 1 or "
                                      "missing, got ", tf.strings.as_string(v)))
             labels.append(tf.cast(v, tf.float32))
-        return _apply_policy(features, tf.stack(labels, axis=1), problems, self.bad_rows,
+        return _apply_policy(path, features, tf.stack(labels, axis=1), problems, self.bad_rows,
                              self.counter)
 
 

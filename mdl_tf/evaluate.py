@@ -5,7 +5,9 @@
 Writes <model_dir>/metrics_<split>.json (or --output; one file per split, so evaluating
 the test split leaves training's validation metrics alone) shaped as
 {"split": ..., "scenarios": {s: {t: {auc, gauc, logloss, count, positives, ece,
- mean_predicted, observed_rate}}}, "overall": {t: {...}}} and prints the table.
+ mean_predicted, observed_rate}}}, "overall": {t: {...}}} (strict JSON: an undefined
+metric is null) and prints the table. `--bad_rows skip` drops bad rows as training does,
+and reports them.
 `--calibrate platt|isotonic` fits a post-hoc calibration per scenario x task on the
 validation split (mdl_tf/calibration.py) and saves it as <model_dir>/calibration.json,
 which exports then apply inside their signatures. When the model directory has one,
@@ -15,8 +17,8 @@ A calibrated cell (s, t) scores its rows with s's map (what scenario_<s> serves;
 unchanged); the overall rows with serving_default's scores (a row in several scenarios:
 the mean of their maps).
 """
-import json
 import os
+import sys
 
 from mdl_tf import cli
 
@@ -31,9 +33,13 @@ from absl import app, flags, logging
 from mdl_tf import calibration as calibration_lib, data, metrics, runs
 
 
-def predict_split(model, schema, split, data_dir, batch_size=4096):
-    """(probs [N, N_t], labels [N, N_t], membership [N, N_s], groups [N] or None)."""
-    ds = data.make_dataset(schema, split, data_dir=data_dir, batch_size=batch_size)
+def predict_split(model, schema, split, data_dir, batch_size=4096, bad_rows="error",
+                  counter=None):
+    """(probs [N, N_t], labels [N, N_t], membership [N, N_s], groups [N] or None).
+
+    Raises DataError when the split has no usable row."""
+    ds = data.make_dataset(schema, split, data_dir=data_dir, batch_size=batch_size,
+                           bad_rows=bad_rows, counter=counter)
 
     @tf.function  # not XLA: the last batch has another shape
     def step(raw):
@@ -50,6 +56,9 @@ def predict_split(model, schema, split, data_dir, batch_size=4096):
             labels.append(y.numpy())
             if data.GROUP_KEY in raw:
                 groups.append(raw[data.GROUP_KEY].numpy())
+    if not probs:
+        raise data.DataError(f"split '{split}' ({schema.files_for(split, data_dir)}) has no "
+                             "usable rows to evaluate")
     cat = np.concatenate
     return cat(probs), cat(labels), cat(membership), (cat(groups) if groups else None)
 
@@ -58,9 +67,12 @@ def metrics_path(model_dir, split):
     return os.path.join(model_dir, f"metrics_{split}.json")
 
 
-def evaluate(model, schema, split, data_dir, output=None, batch_size=4096, calibration=None):
-    """Metrics of the split; with a Calibration, also those of the calibrated scores."""
-    probs, labels, membership, groups = predict_split(model, schema, split, data_dir, batch_size)
+def evaluate(model, schema, split, data_dir, output=None, batch_size=4096, calibration=None,
+             bad_rows="error", counter=None):
+    """Metrics of `split`; with a Calibration, also those of the calibrated scores;
+    bad_rows="skip" drops (and counts in `counter`) bad rows."""
+    probs, labels, membership, groups = predict_split(model, schema, split, data_dir,
+                                                      batch_size, bad_rows, counter)
     result = {"split": split, **metrics.scenario_task_metrics(
         probs, labels, membership, schema.scenario_names, schema.task_names, groups)}
     if calibration is not None:
@@ -68,7 +80,7 @@ def evaluate(model, schema, split, data_dir, output=None, batch_size=4096, calib
                                                   schema, groups)
     if output:
         with open(output, "w") as fh:
-            json.dump(result, fh, indent=2)
+            metrics.to_json(result, fh)
     return result
 
 
@@ -87,10 +99,12 @@ def calibrated_metrics(calibration, probs, labels, membership, schema, groups=No
     return out
 
 
-def calibrate(model, schema, data_dir, method, model_dir, split="valid", batch_size=4096):
+def calibrate(model, schema, data_dir, method, model_dir, split="valid", batch_size=4096,
+              bad_rows="error", counter=None):
     """Fits the calibration of every scenario x task on `split`, saves it as
     <model_dir>/calibration.json and returns it."""
-    probs, labels, membership, _ = predict_split(model, schema, split, data_dir, batch_size)
+    probs, labels, membership, _ = predict_split(model, schema, split, data_dir, batch_size,
+                                                 bad_rows, counter)
     fitted = calibration_lib.fit(method, probs, labels, membership, schema.scenario_names,
                                  schema.task_names, fitted_on=split)
     fitted.save(calibration_lib.model_file(model_dir))
@@ -120,14 +134,23 @@ def main(argv):
         raise app.UsageError("--model_dir is required")
     model, schema, info = runs.restore_model(FLAGS.model_dir)
     data_dir = FLAGS.data_dir or info["data_dir"]
-    if FLAGS.calibrate:
-        fitted = calibrate(model, schema, data_dir, FLAGS.calibrate, FLAGS.model_dir,
-                           batch_size=FLAGS.batch_size)
-    else:
-        fitted = calibration_lib.load_for(FLAGS.model_dir, schema)
-    result = evaluate(model, schema, FLAGS.split, data_dir,
-                      FLAGS.output or metrics_path(FLAGS.model_dir, FLAGS.split),
-                      FLAGS.batch_size, fitted)
+    counter = data.BadRowCounter() if FLAGS.bad_rows == "skip" else None
+    try:
+        if FLAGS.calibrate:
+            fitted = calibrate(model, schema, data_dir, FLAGS.calibrate, FLAGS.model_dir,
+                               batch_size=FLAGS.batch_size, bad_rows=FLAGS.bad_rows,
+                               counter=counter)
+        else:
+            fitted = calibration_lib.load_for(FLAGS.model_dir, schema)
+        result = evaluate(model, schema, FLAGS.split, data_dir,
+                          FLAGS.output or metrics_path(FLAGS.model_dir, FLAGS.split),
+                          FLAGS.batch_size, fitted, FLAGS.bad_rows, counter)
+        if counter is not None:
+            print(f"bad rows ({FLAGS.split}): {counter.summary()}")
+            counter.check(f"split '{FLAGS.split}'", FLAGS.max_bad_fraction)
+    except data.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print_tables(result, f"{schema.name} / {info['model']} / split={FLAGS.split}")
 
 

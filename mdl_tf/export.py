@@ -23,12 +23,15 @@ per-task graphs are their own: a larger saved_model.pb for fewer FLOPs per reque
 other models run their full network with the scenario filled in. Where `call` also takes
 `task_indices` (MDL), a `scenario_<s>__<task>` graph computes only that task's token too;
 otherwise it reads its task from the scenario's graph.
-An unknown scenario fails with INVALID_ARGUMENT naming it.
+An unknown scenario fails with INVALID_ARGUMENT naming it, and so does a dense value
+that is NaN or inf (mdl_tf.values; checked in the graph, so real TF Serving refuses it too,
+serialized Examples included).
 With a post-hoc calibration (<model_dir>/calibration.json, mdl_tf/calibration.py) every
 signature returns calibrated probabilities: each row's scenario x task map applied to the
 model's output in the graph (a multi-scenario row: the mean over its scenarios); the
 version then also gets `assets.extra/calibration.json`.
 
+A model with a non-finite weight (NaN or inf) is refused: it would only serve NaN.
 The version also gets `assets.extra/tf_serving_warmup_requests`: one PredictRequest per
 signature, which TF Serving (and serving/server.py) replays before serving the version.
 """
@@ -85,6 +88,17 @@ def _check_scenarios(model, scenario):
          f"(input '{scenario_input_name(schema)}'); known scenarios: {known}"])
 
 
+def _check_dense(schema, raw):
+    """Asserts that every dense input is finite (NaN or inf would score NaN)."""
+    dense = [f.name for f in schema.features if f.type == "dense"]
+    if not dense:
+        return tf.no_op()
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(raw[n])) for n in dense])
+    return tf.debugging.Assert(tf.reduce_all(finite), [
+        "dense inputs must be finite (not NaN or inf); finite per input", tf.constant(dense),
+        finite])
+
+
 def _outputs(schema, probs):
     return {t: probs[:, n] for n, t in enumerate(schema.task_names)}
 
@@ -114,7 +128,8 @@ def build_signatures(model, batch_size=None, calibration=None, only=None):
     def predict(raw):
         raw = dict(raw)
         raw[data.SCENARIO_KEY] = data.map_scenario_values(schema, raw.pop(scenario_input))
-        with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY])]):
+        with tf.control_dependencies([_check_scenarios(model, raw[data.SCENARIO_KEY]),
+                                      _check_dense(schema, raw)]):
             probs = _calibrated(calibration, model.predict_raw(raw),
                                 model.encoder.scenario(raw[data.SCENARIO_KEY]))
             return _outputs(schema, probs)
@@ -161,8 +176,9 @@ def _scenario_function(model, specs, k, calibration=None, task=None):
         raw = dict(raw)
         batch = tf.shape(next(iter(raw.values())))
         raw[data.SCENARIO_KEY] = tf.fill(batch, model.schema.scenario_names[k])
-        probs = _calibrated(calibration, model.predict_raw(raw, **call_kwargs),
-                            tf.one_hot(tf.fill(batch, k), model.schema.num_scenarios), task)
+        with tf.control_dependencies([_check_dense(model.schema, raw)]):
+            probs = _calibrated(calibration, model.predict_raw(raw, **call_kwargs),
+                                tf.one_hot(tf.fill(batch, k), model.schema.num_scenarios), task)
         if task is not None:
             return {names.TASK_OUTPUT: probs[:, 0]}
         return _outputs(model.schema, probs)
@@ -220,6 +236,15 @@ def _serving_module(model):
     return module
 
 
+def check_finite_weights(model):
+    """ValueError naming the variables that hold NaN or inf (a diverged model)."""
+    bad = [v.name for v in model.variables
+           if v.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+    if bad:
+        raise ValueError(f"refusing to export: {len(bad)} of {len(model.variables)} variables "
+                         f"hold NaN or inf (e.g. {', '.join(bad[:3])}); the model diverged")
+
+
 def next_version(export_base):
     """max(now in seconds, newest version + 1): increasing, and readable as a time."""
     return max([int(time.time())] + [v + 1 for v in versions_on_disk(export_base)])
@@ -233,6 +258,7 @@ def export_saved_model(model, export_base, version=None, extra_assets=None,
     may write more into the version directory before it becomes visible. `calibration`
     (a mdl_tf.calibration.Calibration) is applied inside every signature.
     """
+    check_finite_weights(model)
     os.makedirs(export_base, exist_ok=True)
     version = version or next_version(export_base)
     final = os.path.join(export_base, str(version))

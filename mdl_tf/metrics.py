@@ -3,14 +3,19 @@
 AUC: the Mann-Whitney statistic with average ranks for ties. GAUC: AUC inside each group
 (e.g. user, or user+query: the paper's QAUC) averaged over the groups that contain both
 classes (unweighted). Logloss: mean binary cross-entropy. A metric that is undefined
-(one class only) is NaN, never a made-up 0.5. Calibration: ECE over equal-mass bins,
-and the mean predicted probability next to the observed positive rate.
+(one class only) is NaN, never a made-up 0.5; so is every metric of scores that hold a
+non-finite value (NaN or inf: a broken model, not a ranking). `to_json` writes NaN as
+null, so the metrics files are strict JSON. Calibration: ECE over equal-mass bins, and
+the mean predicted probability next to the observed positive rate.
 
 Rows are masked twice: by scenario membership (multi-hot: an example that belongs to two
 scenarios counts in both) and by label presence (a missing label, -1, is excluded from
 that task only). Predictions for task n are always read from column n of the model's
 output: the model has one head per task and the scenario enters through its input.
 """
+import json
+import math
+
 import numpy as np
 
 EPS = 1e-7
@@ -20,7 +25,7 @@ def auc(labels, scores):
     labels, scores = np.asarray(labels, bool), np.asarray(scores, float)
     pos = int(labels.sum())
     neg = len(labels) - pos
-    if pos == 0 or neg == 0:
+    if pos == 0 or neg == 0 or not np.isfinite(scores).all():
         return float("nan")
     ranks = _average_ranks(scores)
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
@@ -42,7 +47,7 @@ def _average_ranks(x):
 def gauc(labels, scores, groups):
     """Mean AUC over groups that have both classes; NaN when none has."""
     labels, scores, groups = np.asarray(labels, bool), np.asarray(scores), np.asarray(groups)
-    if len(labels) == 0:
+    if len(labels) == 0 or not np.isfinite(scores.astype(float)).all():
         return float("nan")
     order = np.argsort(groups, kind="mergesort")
     g, y, s = groups[order], labels[order], scores[order]
@@ -53,9 +58,10 @@ def gauc(labels, scores, groups):
 
 
 def logloss(labels, probs):
-    labels, probs = np.asarray(labels, float), np.clip(np.asarray(probs, float), EPS, 1 - EPS)
-    if len(labels) == 0:
+    labels, probs = np.asarray(labels, float), np.asarray(probs, float)
+    if len(labels) == 0 or not np.isfinite(probs).all():
         return float("nan")
+    probs = np.clip(probs, EPS, 1 - EPS)
     return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
 
 
@@ -127,6 +133,21 @@ def scenario_task_metrics(probs, labels, membership, scenario_names, task_names,
         out["scenarios"][scenario] = compute(membership[:, k] > 0)
     out["overall"] = compute(np.ones(len(probs), bool))
     return out
+
+
+def to_json(metrics, fh):
+    """Writes metrics as strict JSON: NaN and infinities (undefined metrics) become null."""
+    json.dump(_finite_or_none(metrics), fh, indent=2, allow_nan=False)
+
+
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def format_table(metrics, title=None):

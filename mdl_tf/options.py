@@ -30,6 +30,7 @@ class TrainOptions:
     early_stopping_patience: int = 2
     eval_split: str = "valid"
     bad_rows: str = "error"
+    max_bad_fraction: float = 0.01   # with bad_rows="skip": fail above this fraction
     cache_data: bool = False         # keep parsed rows in memory (datasets that fit in RAM)
     export: bool = True
     calibrate: str | None = None     # platt | isotonic: post-hoc, fitted on "valid"

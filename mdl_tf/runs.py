@@ -1,6 +1,7 @@
 """A model directory: what training leaves in it and how other tools reload the model.
 
-    <model_dir>/run.json         model name, config, dataset and data directory
+    <model_dir>/run.json         model name, config, dataset and data directory; after
+                                 a --bad_rows skip run, "bad_rows" per split, file, reason
     <model_dir>/schema.yaml      the dataset schema the model was built from
     <model_dir>/checkpoints/     tf.train checkpoints (model + optimizers + epoch)
     <model_dir>/backup/          BackupAndRestore's fault-tolerance backups (while training)
@@ -31,6 +32,16 @@ def save_run(model_dir, model_name, config, schema, data_dir):
     if schema.lineage:
         info["lineage"] = [dict(entry) for entry in schema.lineage]
     with open(os.path.join(model_dir, "run.json"), "w") as fh:
+        json.dump(info, fh, indent=2)
+
+
+def record(model_dir, **entries):
+    """Adds or replaces top-level entries of run.json (e.g. the bad-row counts)."""
+    path = os.path.join(model_dir, "run.json")
+    with open(path) as fh:
+        info = json.load(fh)
+    info.update(entries)
+    with open(path, "w") as fh:
         json.dump(info, fh, indent=2)
 
 

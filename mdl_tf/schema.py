@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from mdl_tf import dialect
+
 FEATURE_TYPES = ("categorical", "multi_categorical", "dense")
 DTYPES = ("int64", "string", "float32")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -402,6 +404,10 @@ def validate(schema: Schema) -> None:
                                   f"(it becomes part of serving signature names){hint}")
         if len(set(values)) != len(values):
             raise SchemaError(f"{where}: duplicate {kind} names")
+    try:
+        dialect.check_delimiter(schema.csv_delimiter)
+    except ValueError as e:
+        raise SchemaError(f"{where}: csv.delimiter: {e}") from None
     if schema.format not in ("csv", "tfrecord"):
         raise SchemaError(f"{where}: format must be 'csv' or 'tfrecord', got '{schema.format}'")
 

@@ -11,7 +11,10 @@ early on the mean validation AUC, then evaluates (per scenario x task; writes
 metrics_<split>.json) and exports a SavedModel to `<model_dir>/export/<version>/`.
 `--calibrate platt|isotonic` first fits a post-hoc calibration per scenario x task on the
 validation split (mdl_tf/calibration.py): the metrics file then has the calibrated metrics
-too, and the export serves calibrated probabilities. `--strategy` and
+too, and the export serves calibrated probabilities. Every split is checked for a usable
+row before training; `--bad_rows` applies to every split, final evaluation included, with
+skipped rows counted per file and reason (log and run.json) and limited by
+`--max_bad_fraction`; a non-finite training loss stops the run with an error. `--strategy` and
 `--mixed_precision` choose the tf.distribute strategy and dtype policy (mdl_tf/distribute.py);
 only the chief writes the run's files, evaluates and exports. The CLI only parses flags into
 TrainOptions; `train()` is the library entry point.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
 import shutil
 import sys
@@ -129,12 +133,15 @@ def encoder_transform(model):
     return transform
 
 
-def training_datasets(model, schema, data_dir, opts, distribution=None, skip_batches=0):
+def training_datasets(model, schema, data_dir, opts, distribution=None, skip_batches=0,
+                      counters=None):
     """(train, valid) inputs of encoded features for model.fit under the strategy.
 
     skip_batches: with --steps, batches of the endless training stream already trained on
     (a resumed run continues where the interrupted one stopped).
+    counters: {"train": BadRowCounter, "valid": ...} under --bad_rows skip.
     """
+    counters = counters or {}
     name = distribution.name if distribution else "default"
     if name == "parameter_server":
         return _ps_datasets(model, schema, data_dir, opts)
@@ -144,10 +151,10 @@ def training_datasets(model, schema, data_dir, opts, distribution=None, skip_bat
     common = dict(data_dir=data_dir, batch_size=opts.batch_size, bad_rows=opts.bad_rows,
                   transform=encoder_transform(encoder), cache=opts.cache_data)
     train_ds = data.make_dataset(schema, "train", training=True, seed=opts.seed,
-                                 repeat=opts.steps > 0, **common)
+                                 repeat=opts.steps > 0, counter=counters.get("train"), **common)
     if opts.steps > 0 and skip_batches:
         train_ds = train_ds.skip(skip_batches)
-    valid_ds = data.make_dataset(schema, "valid", **common)
+    valid_ds = data.make_dataset(schema, "valid", counter=counters.get("valid"), **common)
     if name == "tpu":   # TPUs need static shapes: drop the last partial validation batch
         valid_ds = valid_ds.unbatch().batch(opts.batch_size, drop_remainder=True)
     if distribution is None:
@@ -208,9 +215,10 @@ class ChiefValidation(tf.keras.callbacks.Callback):
     """Parameter-server validation: after each epoch's checkpoint, restores it into a local
     copy of the model on the chief and adds val_<task>_auc (over the whole split)."""
 
-    def __init__(self, model_dir, schema, data_dir):
+    def __init__(self, model_dir, schema, data_dir, bad_rows="error"):
         super().__init__()
         self.model_dir, self.schema, self.data_dir = model_dir, schema, data_dir
+        self.bad_rows = bad_rows
         self.local = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -219,7 +227,8 @@ class ChiefValidation(tf.keras.callbacks.Callback):
         else:
             runs.checkpoint(self.local)[0].restore(tf.train.latest_checkpoint(
                 os.path.join(self.model_dir, "checkpoints"))).expect_partial()
-        result = evaluate.evaluate(self.local, self.schema, "valid", self.data_dir)
+        result = evaluate.evaluate(self.local, self.schema, "valid", self.data_dir,
+                                   bad_rows=self.bad_rows)
         for task, cell in result["overall"].items():
             logs[f"val_{task}_auc"] = cell["auc"]
 
@@ -248,6 +257,49 @@ class Progress(tf.keras.callbacks.Callback):
         loss = f"  loss {float(logs['loss']):.4f}" if logs and "loss" in logs else ""
         print(f"  epoch {self.epoch} step {batch + 1}{of}  {rate * self.batch_size:,.0f} "
               f"examples/s{eta}{loss}", flush=True)
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite: the weights are no longer usable."""
+
+
+class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+    """Raises NonFiniteLossError when an epoch's loss is not finite, before the epoch is
+    checkpointed (checked once per epoch: a per-batch check would sync every step)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"the training loss is {loss} after epoch {epoch + 1}: the weights are no "
+                "longer finite, so nothing is checkpointed or exported. Lower "
+                "--learning_rate, check the input's dense values and --config, and train "
+                "again in a new --model_dir")
+
+
+class BadRowLimit(tf.keras.callbacks.Callback):
+    """After every epoch: DataError when a split's skipped rows exceed --max_bad_fraction."""
+
+    def __init__(self, counters, max_bad_fraction):
+        super().__init__()
+        self.counters, self.max_bad_fraction = counters, max_bad_fraction
+
+    def on_epoch_end(self, epoch, logs=None):
+        for split, counter in self.counters.items():
+            counter.check(f"split '{split}'", self.max_bad_fraction)
+
+
+def check_splits(schema, data_dir, opts):
+    """DataError before training when a split it reads has no usable row."""
+    for split in dict.fromkeys(["train", "valid", opts.eval_split]):
+        data.check_usable(schema, split, data_dir, opts.bad_rows)
+
+
+def report_bad_rows(model_dir, counters, max_bad_fraction):
+    """Prints each split's bad-row counts, records them in run.json, enforces the limit."""
+    for split, counter in counters.items():
+        print(f"bad rows ({split}): {counter.summary()}")
+    runs.record(model_dir, bad_rows={split: c.report() for split, c in counters.items()})
+    for split, counter in counters.items():
+        counter.check(f"split '{split}'", max_bad_fraction)
 
 
 class StartStep(tf.keras.callbacks.Callback):
@@ -345,6 +397,9 @@ def train(opts: TrainOptions) -> dict:
     epochs, steps_per_epoch = epoch_plan(opts, distribution)
     tf.keras.utils.set_random_seed(opts.seed)
     schema, data_dir = prepare_data(opts)
+    check_splits(schema, data_dir, opts)
+    counters = ({split: data.BadRowCounter() for split in ("train", "valid")}
+                if opts.bad_rows == "skip" else {})
     config = make_config(opts.model, opts.config)
     check_token_width(config, schema)
     train_rows = check_data_size(schema, data_dir, opts) if distribution.is_chief else None
@@ -356,7 +411,7 @@ def train(opts: TrainOptions) -> dict:
         if distribution.is_chief:
             runs.save_run(opts.model_dir, opts.model, config, schema, data_dir)
         history = fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
-                      train_rows)
+                      train_rows, counters)
     if not distribution.is_chief:
         _remove_private_dir(opts.model_dir, distribution)
         return {"metrics": None, "export_path": None, "history": history, "model": model}
@@ -364,9 +419,14 @@ def train(opts: TrainOptions) -> dict:
     final = model if distribution.name == "default" and not policy else runs.restore_model(
         opts.model_dir)[0]
     fitted = fit_calibration(final, schema, data_dir, opts)
+    if opts.bad_rows == "skip":
+        counters[f"evaluation ({opts.eval_split})"] = data.BadRowCounter()
     result = evaluate.evaluate(final, schema, opts.eval_split, data_dir,
                                evaluate.metrics_path(opts.model_dir, opts.eval_split),
-                               calibration=fitted)
+                               calibration=fitted, bad_rows=opts.bad_rows,
+                               counter=counters.get(f"evaluation ({opts.eval_split})"))
+    if counters:
+        report_bad_rows(opts.model_dir, counters, opts.max_bad_fraction)
     evaluate.print_tables(result, f"{schema.name} / {opts.model} / split={opts.eval_split}")
     export_path = None
     if opts.export:
@@ -381,7 +441,8 @@ def fit_calibration(model, schema, data_dir, opts):
     calibration.json left by an earlier run is removed: it belongs to other weights."""
     path = calibration.model_file(opts.model_dir)
     if opts.calibrate:
-        return evaluate.calibrate(model, schema, data_dir, opts.calibrate, opts.model_dir)
+        return evaluate.calibrate(model, schema, data_dir, opts.calibrate, opts.model_dir,
+                                  bad_rows=opts.bad_rows)
     if os.path.exists(path):
         os.remove(path)
         print(f"removed {path}: fitted for earlier weights (use --calibrate to refit)")
@@ -389,7 +450,7 @@ def fit_calibration(model, schema, data_dir, opts):
 
 
 def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
-        train_rows=None) -> dict:
+        train_rows=None, counters=None) -> dict:
     """Restores the latest checkpoint, runs model.fit to `epochs`; returns the history.
 
     Every task reads the chief's checkpoints; tasks other than the chief write theirs to
@@ -410,7 +471,7 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
     start, history = time.time(), {}
     if initial_epoch < epochs:
         train_ds, valid_ds = training_datasets(model, schema, data_dir, opts, distribution,
-                                               skip_batches=done)
+                                               skip_batches=done, counters=counters)
         train_files = data.expand_files(schema.files_for("train", data_dir))
         with data.raise_data_errors(schema, train_files):
             history = model.fit(
@@ -418,7 +479,7 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
                 steps_per_epoch=steps_per_epoch,
                 callbacks=fit_callbacks(schema, data_dir, opts, distribution, manager,
                                         epoch_var, steps_per_epoch or (
-                                            train_rows or 0) // opts.batch_size),
+                                            train_rows or 0) // opts.batch_size, counters),
                 verbose=_verbosity(opts, distribution)).history
     print(f"training took {time.time() - start:.1f}s")
     _remove_empty_dirs(backup_dir)   # BackupAndRestore leaves them behind
@@ -440,7 +501,7 @@ def backed_up_steps(backup_dir) -> int:
 
 
 def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var,
-                  steps_per_epoch=0):
+                  steps_per_epoch=0, counters=None):
     """In order: each callback sees the logs the earlier ones added."""
     ps = distribution.name == "parameter_server"   # no batch-level callbacks under PS
     # BackupAndRestore restores in on_train_begin; StartStep reports what it restored.
@@ -449,10 +510,12 @@ def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var,
             os.path.join(opts.model_dir, BACKUP_DIR),
             save_freq="epoch" if ps or opts.backup_every <= 0 else opts.backup_every),
         StartStep(),
+        StopOnNonFiniteLoss(),          # before the checkpoint: never save NaN weights
+        BadRowLimit(counters or {}, opts.max_bad_fraction),
         EpochCheckpoint(manager, epoch_var),
     ]
     if ps:
-        callbacks.append(ChiefValidation(opts.model_dir, schema, data_dir))
+        callbacks.append(ChiefValidation(opts.model_dir, schema, data_dir, opts.bad_rows))
     callbacks.append(MeanValidationAUC(schema.task_names))
     if distribution.is_chief:
         callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(opts.model_dir, "logs"),
@@ -517,7 +580,8 @@ def options_from_flags() -> TrainOptions:
         adagrad_initial_accumulator=FLAGS.adagrad_initial_accumulator,
         jit_compile=FLAGS.jit_compile,
         seed=FLAGS.seed, early_stopping_patience=FLAGS.early_stopping_patience,
-        eval_split=FLAGS.eval_split, bad_rows=FLAGS.bad_rows, cache_data=FLAGS.cache_data,
+        eval_split=FLAGS.eval_split, bad_rows=FLAGS.bad_rows,
+        max_bad_fraction=FLAGS.max_bad_fraction, cache_data=FLAGS.cache_data,
         export=FLAGS.export, calibrate=FLAGS.calibrate, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision, backup_every=FLAGS.backup_every,
         ps_min_shard_bytes=FLAGS.ps_min_shard_bytes)

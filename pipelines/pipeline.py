@@ -149,6 +149,7 @@ def _check_input(opts, schema, validator) -> tuple:
     if fmt not in sources.FORMATS:
         raise sources.InputError(f"--input_format must be auto or one of {sources.FORMATS}")
     matched = sources.match_files(opts.inputs)
+    sources.verify_compressed(matched)
     if fmt != "csv":
         return fmt, None
     if not schema.csv_header:

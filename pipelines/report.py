@@ -2,6 +2,7 @@
 feature statistics of one preprocessing run."""
 from __future__ import annotations
 
+from mdl_tf import values
 from pipelines import output_schema
 from pipelines.split import SPLITS
 
@@ -14,7 +15,7 @@ def build(opts, stats: dict, *, runner: str, input_format: str, seconds: float) 
     bad = sum(stats["bad_rows"].values())
     read = good + bad
     fraction = bad / read if read else 0.0
-    failed = read == 0 or good == 0 or fraction > opts.max_bad_fraction
+    failed = read == 0 or good == 0 or values.too_many_bad(bad, read, opts.max_bad_fraction)
     return {
         "status": "failed" if failed else "ok",
         "input": list(opts.inputs), "input_format": input_format, "runner": runner,

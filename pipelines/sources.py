@@ -9,13 +9,14 @@ and hdfs://.
 """
 from __future__ import annotations
 
-import csv
 import json
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from mdl_tf import dialect
+from mdl_tf.values import DataError
 from pipelines.validate import BadRow
 
 FORMATS = ("csv", "json", "parquet")
@@ -52,14 +53,29 @@ def match_files(patterns) -> list:
     return sorted(set(files))
 
 
+def verify_compressed(files) -> None:
+    """Reads every .gz file to its end first: InputError naming a truncated or corrupt one
+    (Beam, like TensorFlow, would read it as a shorter file). See mdl_tf.dialect."""
+    for path in files:
+        if path.endswith(".gz"):
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                try:
+                    dialect.verify_gzip(fh, path)
+                except DataError as e:
+                    raise InputError(str(e)) from None
+
+
 def read_csv_headers(files, delimiter: str) -> dict:
-    """{file: column names} from each file's first line (gzip detected from the name)."""
+    """{file: column names} from each file's first line (gzip detected from the name;
+    byte-order marks as in mdl_tf.dialect)."""
     headers = {}
     for path in files:
         with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as fh:
-            # utf-8-sig: a byte-order mark must not become part of the first column's name.
-            first = fh.readline().decode("utf-8-sig", "replace").rstrip("\r\n")
-        columns = [c.strip() for c in next(csv.reader([first], delimiter=delimiter), [])]
+            first = fh.readline()
+        try:
+            columns = dialect.header_fields(first, path, delimiter)
+        except DataError as e:
+            raise InputError(str(e)) from None
         if not any(columns):
             raise InputError(f"{path}: empty first line; CSV input needs a header line")
         headers[path] = columns
@@ -102,11 +118,9 @@ class CsvLineParser:
     def cells(self, source, line) -> dict:
         header = self.headers[source]
         try:
-            # csv.reader handles quoting; a plain split is far faster when there is none.
-            fields = (next(csv.reader([line], delimiter=self.delimiter, strict=True))
-                      if '"' in line else line.split(self.delimiter))
-        except csv.Error as e:
-            raise BadRow("unparseable", f"bad CSV quoting: {e}") from None
+            fields = dialect.split_line(line, self.delimiter)
+        except DataError as e:
+            raise BadRow("unparseable", str(e)) from None
         if len(fields) != len(header):
             raise BadRow("unparseable", f"expected {len(header)} fields, got {len(fields)}")
         return dict(zip(header, fields))

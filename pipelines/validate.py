@@ -8,9 +8,9 @@ row that passes here never stops training:
   unparseable         the record itself cannot be read (wrong CSV field count, bad JSON,
                       not UTF-8)
   missing_column      a column the schema (or the split) needs is absent from the record
-  bad_value           a dense value that is not a finite number (or <= -1 under log1p),
-                      an integer id that is not an int64, a time that is not a number or
-                      ISO date
+  bad_value           a dense value that is not finite as float32 (or <= -1 under log1p),
+                      an integer id that is not an int64 (rules: mdl_tf.values), a time
+                      that is not a number or ISO date
   label_out_of_range  a label other than 0, 1 or empty (empty = missing label)
   unknown_scenario    an empty scenario, or a part that is neither a scenario name nor a
                       0-based index (after --scenario_map)
@@ -24,12 +24,9 @@ import datetime
 import math
 import re
 
+from mdl_tf import values
 from mdl_tf.schema import Schema
-
-REASONS = ("unparseable", "missing_column", "bad_value", "label_out_of_range",
-           "unknown_scenario")
-_INT_RE = re.compile(r"[-+]?[0-9]+")
-_INT64_MAX = 2 ** 63 - 1
+from mdl_tf.values import REASONS  # noqa: F401  (the dead letter's reasons)
 
 
 class BadRow(ValueError):
@@ -121,16 +118,10 @@ class RowValidator:
 
     def _label(self, column, value):
         cell = text(value)
-        if cell == "":
-            return None
-        try:
-            number = float(cell)
-        except ValueError:
-            number = None
-        if number not in (0.0, 1.0):
-            raise BadRow("label_out_of_range",
-                         f"column '{column}': label must be 0, 1 or empty (missing), got '{cell}'")
-        return int(number)
+        problem = values.label_problem(cell)
+        if problem:
+            raise BadRow("label_out_of_range", f"column '{column}': {problem}")
+        return None if cell == "" else int(float(cell))
 
     def _scenarios(self, cells, source):
         """The row's scenario names (several when the cell joins them with the separator)."""
@@ -163,21 +154,16 @@ def _tokens(value, separator) -> list:
 
 
 def _dense(f, cell) -> float:
-    where = f"column '{f.source_column}'"
-    try:
-        number = float(cell)
-    except ValueError:
-        raise BadRow("bad_value", f"{where}: not a number: '{cell}'") from None
-    if not math.isfinite(number):
-        raise BadRow("bad_value", f"{where}: dense value must be finite, got '{cell}'")
-    if f.log1p and number <= -1:
-        raise BadRow("bad_value", f"{where}: log1p needs a value > -1, got '{cell}'")
-    return number
+    problem = values.dense_problem(cell, f.log1p)
+    if problem:
+        raise BadRow("bad_value", f"column '{f.source_column}': {problem}")
+    return float(cell)
 
 
 def _int64(column, cell) -> int:
-    if not _INT_RE.fullmatch(cell) or abs(int(cell)) > _INT64_MAX:
-        raise BadRow("bad_value", f"column '{column}': not an int64 id: '{cell}'")
+    problem = values.id_problem(cell)
+    if problem:
+        raise BadRow("bad_value", f"column '{column}': {problem}")
     return int(cell)
 
 

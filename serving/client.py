@@ -11,11 +11,13 @@
     python -m serving.client predict --scenario feed --csv valid.csv --limit 5
 
 Values are cast to the dtypes the signature declares (read once with GetModelMetadata),
-so Python ints go out as int64 and CSV strings as numbers. Readiness is GetModelStatus
-(state AVAILABLE): real TF Serving has no gRPC health service.
+so Python ints go out as int64 and CSV strings as numbers. CSV files are read in the
+trainer's dialect (mdl_tf.dialect: quoting, BOM, blank lines) and cells by its rules
+(mdl_tf.values): an empty cell is missing, and an empty dense cell takes the schema's
+default, so give the model's schema (`schema=` / `--schema <model_dir>/schema.yaml`).
+Readiness is GetModelStatus (state AVAILABLE): real TF Serving has no gRPC health service.
 """
 import argparse
-import csv
 import itertools
 import json
 import sys
@@ -48,6 +50,9 @@ def _parser():
     source.add_argument("--jsonl", help="file with one JSON row object per line")
     source.add_argument("--csv", help="CSV file with a header (e.g. a dataset split)")
     pred.add_argument("--limit", type=int, default=10, help="rows read from --jsonl/--csv")
+    pred.add_argument("--delimiter", default=",", help="--csv: the schema's csv.delimiter")
+    pred.add_argument("--schema", help="the model's schema.yaml: empty dense cells take its "
+                      "defaults, as in training")
     return p
 
 
@@ -60,6 +65,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, prediction_service_pb2_grpc)
 
+from mdl_tf import dialect, schema as schema_lib
 from serving import requests, signatures
 
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -70,7 +76,9 @@ class ServingClient:
     """One channel to a model server, for one model name."""
 
     def __init__(self, target, model_name="mdl", *, timeout_s=30.0,
-                 max_message_bytes=64 * MiB, root_certificates=None):
+                 max_message_bytes=64 * MiB, root_certificates=None, schema=None):
+        """schema: the model's Schema or its YAML path; its dense defaults fill empty cells
+        in predict_rows, as in training."""
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", max_message_bytes)]
         if root_certificates is None:
@@ -79,6 +87,10 @@ class ServingClient:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self.channel = grpc.secure_channel(target, credentials, options)
         self.model_name, self.timeout_s = model_name, timeout_s
+        if isinstance(schema, str):
+            schema = schema_lib.load(schema)
+        self.defaults = {} if schema is None else {
+            f.name: f.default for f in schema.features if f.type == "dense"}
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self._signature_defs = None
@@ -161,25 +173,29 @@ class ServingClient:
             self.model_name, name, {k: inputs[k] for k in dtypes}, dtypes, version)
         return requests.response_arrays(self.predictions.Predict(request, timeout=self.timeout_s))
 
-    def predict_rows(self, rows, **kwargs):
-        """predict() for a list of row dicts (e.g. csv.DictReader rows)."""
+    def predict_rows(self, rows, *, locations=None, **kwargs):
+        """predict() for a list of row dicts (e.g. from dialect.read_rows); text cells are
+        read by the trainer's rules. locations: "<file>:<line>" per row, for errors."""
         name = kwargs.get("signature") or signatures.signature_for(
             kwargs.get("scenario"), kwargs.get("task"))
-        return self.predict(requests.columns_from_rows(rows, list(self.input_dtypes(name))),
-                            **kwargs)
+        dtypes = self.input_dtypes(name)
+        return self.predict(requests.columns_from_rows(rows, list(dtypes), dtypes,
+                                                       self.defaults, locations), **kwargs)
 
 
 # --- CLI ---------------------------------------------------------------------------------
 def _read_rows(args):
+    """(rows, locations or None)."""
     if args.json:
         columns = json.loads(args.json)
         n = len(next(iter(columns.values())))
-        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+        return [{k: v[i] for k, v in columns.items()} for i in range(n)], None
     if args.jsonl:
         with open(args.jsonl) as fh:
-            return [json.loads(line) for line in itertools.islice(fh, args.limit) if line.strip()]
-    with open(args.csv, newline="") as fh:
-        return list(itertools.islice(csv.DictReader(fh), args.limit))
+            return [json.loads(line) for line in itertools.islice(fh, args.limit)
+                    if line.strip()], None
+    located = list(dialect.read_rows(args.csv, args.delimiter, args.limit))
+    return [row for _, row in located], [where for where, _ in located]
 
 
 def _describe(signature_def):
@@ -196,7 +212,8 @@ def main(argv=None):
         with open(args.root_cert, "rb") as fh:
             root = fh.read()
     with ServingClient(args.server, args.model_name, timeout_s=args.timeout,
-                       root_certificates=root) as client:
+                       root_certificates=root,
+                       schema=getattr(args, "schema", None)) as client:
         try:
             if args.command == "status":
                 out = client.status()
@@ -206,7 +223,8 @@ def main(argv=None):
                 out = {k: _describe(v) for k, v in sorted(client.signature_defs().items())
                        if not k.startswith("__")}
             else:
-                scores = client.predict_rows(_read_rows(args), scenario=args.scenario,
+                rows, locations = _read_rows(args)
+                scores = client.predict_rows(rows, locations=locations, scenario=args.scenario,
                                              task=args.task, signature=args.signature)
                 out = {k: np.asarray(v).tolist() for k, v in scores.items()}
         except grpc.RpcError as e:

@@ -9,6 +9,11 @@ known; otherwise Python ints become int64 and floats float32, the dtypes MDL exp
 strings as string_val) directly: 5-10x faster than tf.make_tensor_proto/make_ndarray,
 which at batch 1 saves about 0.5 ms per request over the ~15 inputs of an MDL signature
 (benchmarks/serving.py). Other layouts go through TensorFlow's functions.
+
+Values follow the trainer's rules (mdl_tf.values), on the client and in the server's
+checks alike: a float must be finite as float32, an int64 id in range; a text cell is
+stripped and an empty one is missing (int64 -> -1, the OOV bucket; string -> ""; float ->
+the schema's default, which the client needs the schema for).
 """
 import math
 
@@ -16,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2
+
+from mdl_tf import values as rules   # "values" is an argument name here
 
 _INFERRED = {"i": np.int64, "u": np.int64, "f": np.float32, "b": np.bool_}
 _NUMERIC = {tf.as_dtype(t).as_datatype_enum: np.dtype(t)
@@ -35,13 +42,26 @@ def to_array(values, dtype=None, name="input"):
             return np.asarray([_as_bytes(v) for v in np.ravel(np.asarray(values, object))],
                               dtype=object).reshape(np.shape(values))
         if tf_dtype is not None:
-            return np.asarray(values, dtype=tf_dtype.as_numpy_dtype)
-        array = np.asarray(values)
-        return array.astype(_INFERRED.get(array.dtype.kind, array.dtype))
-    except (TypeError, ValueError) as e:
+            with np.errstate(over="ignore"):   # an overflow to inf is reported just below
+                array = np.asarray(values, dtype=tf_dtype.as_numpy_dtype)
+        else:
+            array = np.asarray(values)
+            array = array.astype(_INFERRED.get(array.dtype.kind, array.dtype))
+    except (TypeError, ValueError, OverflowError) as e:
         want = tf_dtype.name if tf_dtype is not None else "a tensor"
         raise ValueError(f"input '{name}': cannot convert {str(values)[:80]} to {want}: {e}") \
             from None
+    check_finite(name, array)
+    return array
+
+
+def check_finite(name, array):
+    """ValueError naming the input and the first value when a float array holds NaN or inf
+    (mdl_tf.values: a dense value must be finite as float32)."""
+    if array.dtype.kind == "f":
+        problem = rules.array_problem(array)
+        if problem:
+            raise ValueError(f"input '{name}': {problem}")
 
 
 def _is_text(values):
@@ -107,14 +127,49 @@ def ndarray(proto):
     return tf.make_ndarray(proto)
 
 
-def columns_from_rows(rows, names):
+def columns_from_rows(rows, names, dtypes=None, defaults=None, locations=None):
     """{name: [value per row]} for `names`, from row dicts; extra keys are ignored.
 
-    Raises ValueError naming the first row that lacks one of `names`.
+    With `dtypes` ({name: tf.DType}), text cells are read by the trainer's rules
+    (`cell_value`); `defaults` maps dense inputs to the schema's default for empty cells;
+    `locations` names each row ("<file>:<line>", default "row <i>") in errors.
+    Raises ValueError naming the row (and column) that lacks an input or holds a bad value.
     """
     rows = list(rows)
+    out = {n: [] for n in names}
     for i, row in enumerate(rows):
+        where = locations[i] if locations else f"row {i}"
         missing = [n for n in names if n not in row]
         if missing:
-            raise ValueError(f"row {i} lacks input(s) {missing}; it has {sorted(row)}")
-    return {n: [row[n] for row in rows] for n in names}
+            raise ValueError(f"{where} lacks input(s) {missing}; it has {sorted(row)}")
+        for n in names:
+            try:
+                out[n].append(cell_value(row[n], (dtypes or {}).get(n), (defaults or {}).get(n)))
+            except ValueError as e:
+                raise ValueError(f"{where}: column '{n}': {e}") from None
+    return out
+
+
+def cell_value(cell, dtype=None, default=None):
+    """One row value for an input of `dtype`; non-text values (JSON numbers) pass as given.
+
+    Text follows mdl_tf.values: stripped; empty is missing (int64 -> -1, string -> "",
+    float -> `default`, ValueError without one); otherwise a valid float32 or int64 text.
+    """
+    if not isinstance(cell, str) or dtype is None:
+        return cell
+    dtype, cell = tf.as_dtype(dtype), cell.strip()
+    if dtype == tf.string:
+        return cell
+    if cell == "":
+        if dtype.is_integer:
+            return rules.EMPTY_ID
+        if default is None:
+            raise ValueError("empty dense cell: give the model's schema (--schema "
+                             "<model_dir>/schema.yaml) so it takes the schema's default, "
+                             "as in training")
+        return default
+    problem = rules.id_problem(cell) if dtype.is_integer else rules.dense_problem(cell)
+    if problem:
+        raise ValueError(problem)
+    return cell

@@ -5,6 +5,8 @@ order and wording (tensorflow_serving/servables/tensorflow/predict_util.cc):
   unknown signature                         FAILED_PRECONDITION  Serving signature key "x" not found.
   missing or extra inputs                   INVALID_ARGUMENT     input size does not match signature: ...
   wrong dtype, incompatible shape, bad proto INVALID_ARGUMENT
+  a float value that is NaN or inf          INVALID_ARGUMENT     input 'x': value i: not finite ...
+                                            (mdl_tf.values; MDL's exported graph asserts it too)
   unknown output in output_filter           INVALID_ARGUMENT     output tensor alias not found in signature: ...
   errors raised by the graph (e.g. an unknown scenario, bytes that are not an Example)
                                             their TensorFlow code (INVALID_ARGUMENT for both),
@@ -106,6 +108,10 @@ def _input_array(alias, proto, info):
         raise errors.invalid_argument(
             f"input '{alias}' has shape {list(array.shape)}, incompatible with the "
             f"signature's shape {expected}")
+    try:
+        requests.check_finite(alias, array)
+    except ValueError as e:
+        raise errors.invalid_argument(str(e)) from None
     return array
 
 

@@ -57,7 +57,7 @@ def test_gzip_csv_and_empty_dense_uses_default(tiny_schema, tmp_path):
     (GOOD.replace(",2.5,", ",nan,"), "train.csv:3: column 'activity': NaN in dense feature 'nan'"),
     (GOOD.replace("feed,1,0,", "cinema,1,0,"), "train.csv:3: column 'scenario': unknown scenario 'cinema'"),
     (GOOD.replace("feed,1,0,", "feed,2,0,"), "train.csv:3: column 'click': label must be 0, 1 or empty (missing), got '2'"),
-    (GOOD.replace("12,3,", "u12,3,"), "train.csv:3: column 'user_id': not an integer id: 'u12'"),
+    (GOOD.replace("12,3,", "u12,3,"), "train.csv:3: column 'user_id': not an int64 id: 'u12'"),
 ])
 def test_bad_csv_row_names_file_line_and_column(tiny_schema, tmp_path, line, expected):
     make_split(tmp_path, [GOOD, line, GOOD])
@@ -154,3 +154,97 @@ def test_training_batches_have_a_fixed_shape(tiny_schema, tiny_dataset, tmp_path
     cached = data.make_dataset(tiny_schema, "train", data_dir=str(tmp_path), batch_size=300,
                                training=True, cache=True)
     assert {int(l.shape[0]) for _, l in cached} == {300}
+
+
+# --- the shared input contract (mdl_tf.values, mdl_tf.dialect) ---------------------------
+@pytest.mark.parametrize("line,expected", [
+    (GOOD.replace(",2.5,", ",1e39,"), "train.csv:3: column 'activity': not finite as float32"),
+    (GOOD.replace(",2.5,", ",-1e39,"), "train.csv:3: column 'activity': not finite as float32"),
+    (GOOD.replace("12,3,", "99999999999999999999,3,"),
+     "train.csv:3: column 'user_id': not an int64 id: '99999999999999999999'"),
+    (GOOD.replace(",c4,", ',"c4,',), "train.csv:3: bad CSV quoting"),
+])
+def test_values_beyond_float32_and_int64_are_bad_rows(tiny_schema, tmp_path, line, expected):
+    make_split(tmp_path, [GOOD, line])
+    with pytest.raises(DataError) as err:
+        load(tiny_schema, tmp_path)
+    assert expected in str(err.value)
+
+
+def test_tfrecord_inf_is_a_bad_row(tiny_schema, tiny_dataset, tmp_path):
+    schema = tfrecord_schema(tiny_schema)
+    rows = rows_from_csv(tiny_dataset, 2)
+    rows[1]["price"] = "inf"
+    data.write_tfrecord(os.path.join(tmp_path, "train.tfrecord.gz"),
+                        [data.example_from_row(schema, r) for r in rows])
+    with pytest.raises(DataError, match=r"train.tfrecord.gz:record 1: feature 'price': not "
+                                        r"finite as float32"):
+        load(schema, tmp_path)
+
+
+def test_quotes_crlf_bom_blank_lines_and_empty_cells(tiny_schema, tmp_path):
+    quoted = GOOD.replace(",c4,", ',"c4,north",').replace(",ios,", ',"  ios ",')
+    path = os.path.join(tmp_path, "train.csv")
+    with open(path, "wb") as fh:
+        fh.write(b"\xef\xbb\xbf" + "\r\n".join([HEADER, quoted, "", "  ", GOOD.replace(
+            "12,3,", ",3,")]).encode() + b"\r\n")
+    (features, labels), = load(tiny_schema, tmp_path)
+    assert features["city"].numpy().tolist() == [b"c4,north", b"c4"]
+    assert features["device"].numpy().tolist() == [b"ios", b"ios"]
+    assert features["user_id"].numpy().tolist() == [12, -1]     # empty id: the OOV id
+    assert labels.shape[0] == 2
+
+
+@pytest.mark.parametrize("name", ["train.csv.gz", "train.tfrecord.gz"])
+@pytest.mark.parametrize("cut", ["trailer", "middle"])
+def test_truncated_gzip_is_an_error_naming_the_file(tiny_schema, tiny_dataset, tmp_path,
+                                                    name, cut):
+    rows = rows_from_csv(tiny_dataset, 400)
+    if name.endswith(".csv.gz"):
+        schema = schema_lib.from_dict({**tiny_schema.to_dict(), "files": {"train": name}},
+                                      path=tiny_schema.path)
+        make_split(tmp_path, [",".join(r[c] for c in HEADER.split(",")) for r in rows],
+                   name=name)
+    else:
+        schema = tfrecord_schema(tiny_schema)
+        data.write_tfrecord(os.path.join(tmp_path, name),
+                            [data.example_from_row(schema, r) for r in rows])
+    path = os.path.join(tmp_path, name)
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    with open(path, "wb") as fh:   # "trailer": every row is there, only the CRC is not
+        fh.write(blob[:-8] if cut == "trailer" else blob[:len(blob) * 2 // 3])
+    for mode in ("error", "skip"):
+        with pytest.raises(DataError, match=f"{name}: truncated gzip file"):
+            load(schema, tmp_path, bad_rows=mode)
+
+
+def test_skip_counts_per_file_and_reason(tiny_schema, tmp_path):
+    schema = schema_lib.from_dict({**tiny_schema.to_dict(), "files": {"train": "train*.csv"}},
+                                  path=tiny_schema.path)
+    make_split(tmp_path, [GOOD, GOOD.replace(",2.5,", ",1e39,"), GOOD + ",x"],
+               name="train1.csv")
+    make_split(tmp_path, [GOOD.replace("feed,1,0,", "feed,7,0,"), GOOD], name="train2.csv")
+    counter = data.BadRowCounter()
+    load(schema, tmp_path, bad_rows="skip", counter=counter)
+    report = counter.report()
+    assert (report["rows_read"], report["bad_rows"]) == (5, 3)
+    first, second = (report["by_file"][os.path.join(tmp_path, n)]
+                     for n in ("train1.csv", "train2.csv"))
+    assert first == {"rows_read": 3, "bad_rows": 2, "bad_value": 1, "unparseable": 1}
+    assert second == {"rows_read": 2, "bad_rows": 1, "label_out_of_range": 1}
+    with pytest.raises(DataError, match=r"3 of 5 rows read are bad \(60.00%\).*"
+                                        r"--max_bad_fraction=0.5"):
+        counter.check("split 'train'", 0.5)
+    counter.check("split 'train'", 0.6)
+
+
+def test_a_split_without_usable_rows_is_an_error(tiny_schema, tmp_path):
+    make_split(tmp_path, [])
+    with pytest.raises(DataError, match="split 'train' .* has no usable rows"):
+        data.check_usable(tiny_schema, "train", str(tmp_path))
+    make_split(tmp_path, [GOOD.replace(",2.5,", ",x,")] * 3)
+    with pytest.raises(DataError, match="no usable rows: 3 of 3 rows read are bad"):
+        data.check_usable(tiny_schema, "train", str(tmp_path), "skip")
+    with pytest.raises(DataError, match="train.csv:2: column 'activity': not a number"):
+        data.check_usable(tiny_schema, "train", str(tmp_path), "error")

@@ -68,3 +68,27 @@ def test_scenario_task_cells_mask_scenarios_and_missing_labels():
     assert out["overall"]["b"]["count"] == 3
     table = metrics.format_table(out)
     assert "s1" in table and "(overall)" in table
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_any_non_finite_score_makes_every_metric_nan(bad):
+    labels = [1, 0, 1, 0, 1, 0]
+    scores = np.array([0.9, 0.1, 0.4, 0.5, 0.8, 0.2])
+    scores[2] = bad
+    assert math.isnan(metrics.auc(labels, scores))
+    assert math.isnan(metrics.auc(labels, np.full(6, np.nan)))
+    assert math.isnan(metrics.gauc(labels, scores, [1, 1, 1, 2, 2, 2]))
+    assert math.isnan(metrics.logloss(labels, scores))
+
+
+def test_metrics_json_is_strict_json_with_null_for_nan(tmp_path):
+    import json
+    path = tmp_path / "metrics.json"
+    with open(path, "w") as fh:
+        metrics.to_json({"overall": {"click": {"auc": float("nan"), "gauc": 0.7,
+                                               "logloss": float("inf"), "count": 3}}}, fh)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    assert strict["overall"]["click"] == {"auc": None, "gauc": 0.7, "logloss": None,
+                                          "count": 3}

@@ -55,6 +55,8 @@ def test_builtin_schema_loads_and_round_trips(tmp_path):
     (lambda r: r.pop("tasks"), "missing required key 'tasks'"),
     (lambda r: r.update({"format": "parquet"}), "format must be 'csv' or 'tfrecord'"),
     (lambda r: r.update({"lineage": ["runs/x"]}), "'lineage' must be a list of mappings"),
+    (lambda r: r.update({"csv": {"delimiter": "::"}}), "csv.delimiter: the CSV delimiter must "
+     "be one ASCII character"),
 ])
 def test_inconsistent_schema_is_rejected_with_its_location(tmp_path, mutate, message):
     raw = synthetic_raw()

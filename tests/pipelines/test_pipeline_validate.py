@@ -1,4 +1,6 @@
 """Row validation and record parsing, without Beam: every bad-row reason and its detail."""
+import gzip
+
 import pytest
 
 import pipeline_helpers  # noqa: F401  (before `pipelines`: puts the repository on sys.path)
@@ -77,8 +79,13 @@ def test_scenario_from_path():
     ({"click": "yes"}, "label_out_of_range", "got 'yes'"),
     ({"click": "nan"}, "label_out_of_range", "got 'nan'"),
     ({"price": "abc"}, "bad_value", "not a number: 'abc'"),
-    ({"price": "NaN"}, "bad_value", "must be finite"),
-    ({"price": "inf"}, "bad_value", "must be finite"),
+    ({"price": "NaN"}, "bad_value", "NaN in dense feature 'NaN'"),
+    ({"price": "inf"}, "bad_value", "not a number: 'inf'"),
+    ({"price": "1e39"}, "bad_value", "column 'price': not finite as float32"),
+    ({"price": 1e39}, "bad_value", "not finite as float32"),      # a JSON number
+    ({"price": "1_000"}, "bad_value", "not a number"),
+    ({"item": "99999999999999999999"}, "bad_value", "not an int64 id"),
+    ({"click": "+1"}, "label_out_of_range", "got '+1'"),
     ({"price": "-1"}, "bad_value", "log1p needs a value > -1"),
     ({"item": "7.5"}, "bad_value", "not an int64 id: '7.5'"),
     ({"item": "x7"}, "bad_value", "not an int64 id"),
@@ -141,3 +148,21 @@ def test_format_detection():
         sources.detect_format(["data/part-*"])
     with pytest.raises(sources.InputError, match="mix formats"):
         sources.detect_format(["a.csv", "b.json"])
+
+
+def test_truncated_gzip_input_is_refused_before_launching(tmp_path):
+    path = tmp_path / "part.csv.gz"
+    blob = gzip.compress(b"a,b\n" + b"1,2\n" * 2000)
+    path.write_bytes(blob[:len(blob) // 2])
+    files = sources.match_files([str(path)])
+    with pytest.raises(sources.InputError, match="part.csv.gz: truncated gzip file"):
+        sources.verify_compressed(files)
+    path.write_bytes(blob)
+    sources.verify_compressed(files)
+
+
+def test_csv_dialect_is_the_trainers(tmp_path):
+    """The same lines as tests/test_dialect.py: quoted delimiters, stripped cells, CRLF."""
+    parse = sources.CsvLineParser({"f.csv": ["a", "b", "c"]}, ",")
+    assert parse(("f.csv", b' 1 ,"x,y", 3\r\n'))[2] == {"a": "1", "b": "x,y", "c": "3"}
+    assert parse(("f.csv", b'1, "x",3'))[3][1].startswith("bad CSV quoting")

@@ -56,3 +56,25 @@ def test_client_cli_reports_server_errors(served, capsys):
 def test_server_cli_refuses_a_missing_base_path(tmp_path, capsys):
     assert server_cli.main(["--model_base_path", str(tmp_path / "none")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_client_cli_reads_csv_in_the_trainers_dialect(served, tiny_run, tiny_schema, tmp_path,
+                                                      capsys):
+    """Quoted delimiters, CRLF and a byte-order mark are read; an empty dense cell takes
+    the schema's default (with --schema) as in training, and is named without it."""
+    with open(os.path.join(tiny_run["model_dir"], "run.json")) as fh:
+        valid_csv = os.path.join(json.load(fh)["data_dir"], "valid.csv")
+    with open(valid_csv) as fh:
+        header, row = fh.readline().rstrip("\n"), fh.readline().rstrip("\n").split(",")
+    cols = header.split(",")
+    row[cols.index("city")] = '"c1,north"'
+    row[cols.index("price")] = ""
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + f"{header}\r\n{','.join(row)}\r\n".encode())
+    scenario = tiny_schema.scenario_names[0]
+    code, _, err = _client(capsys, served, "predict", "--scenario", scenario, "--csv", str(path))
+    assert code == 2 and f"{path}:2: column 'price': empty dense cell" in err
+    schema = os.path.join(tiny_run["model_dir"], "schema.yaml")
+    code, out, _ = _client(capsys, served, "predict", "--scenario", scenario, "--csv",
+                           str(path), "--schema", schema)
+    assert code == 0 and len(json.loads(out)[tiny_schema.task_names[0]]) == 1

@@ -123,6 +123,25 @@ def test_requests_send_python_ints_as_int64():
         requests.columns_from_rows([{"a": 1}, {"b": 2}], ["a"])
 
 
+def test_client_reads_cells_by_the_trainers_rules():
+    dtypes = {"user_id": tf.int64, "price": tf.float32, "city": tf.string}
+    rows = [{"user_id": " 7 ", "price": "", "city": " c1 "}, {"user_id": "", "price": "2.5",
+                                                             "city": ""}]
+    columns = requests.columns_from_rows(rows, list(dtypes), dtypes, {"price": 3.0})
+    assert columns == {"user_id": ["7", -1], "price": [3.0, "2.5"], "city": ["c1", ""]}
+    np.testing.assert_array_equal(requests.to_array(columns["price"], tf.float32), [3.0, 2.5])
+    bad = [("price", "1e39", "not finite as float32"),
+            ("user_id", "99999999999999999999", "not an int64 id"),
+            ("price", "", "empty dense cell: give the model's schema")]
+    good = {"user_id": "7", "price": "1", "city": "c"}
+    for column, cell, message in bad:
+        with pytest.raises(ValueError, match=f"x.csv:3: column '{column}': {message}"):
+            requests.columns_from_rows([good, {**good, column: cell}], list(dtypes),
+                                       dtypes, {}, ["x.csv:2", "x.csv:3"])
+    with pytest.raises(ValueError, match="input 'price': value 1: not finite as float32"):
+        requests.to_array([1.0, 1e39], tf.float32, "price")
+
+
 def test_client_checks_inputs_and_signature_before_sending(client, columns):
     with pytest.raises(ValueError, match="needs input"):
         client.predict({"user_id": columns["user_id"]}, scenario="feed")
@@ -177,7 +196,25 @@ def _oversized(r):
                                                             object)))
 
 
+def _inf_dense(r):
+    r.inputs["price"].CopyFrom(tf.make_tensor_proto(np.array([1.0] * 7 + [np.inf], np.float32)))
+
+
+def _inf_example(r):
+    r.model_spec.signature_name = signatures.EXAMPLES
+    r.inputs.clear()
+    example = tf.train.Example()
+    example.features.feature["price"].float_list.value.append(float("inf"))
+    example.features.feature["scenario"].bytes_list.value.append(b"feed")
+    r.inputs["examples"].CopyFrom(tf.make_tensor_proto(
+        np.array([example.SerializeToString()], object)))
+
+
 BAD_PREDICTS = {
+    "inf dense value": (_inf_dense, grpc.StatusCode.INVALID_ARGUMENT,
+                        "input 'price': value 7: not finite as float32"),
+    "inf dense value in an Example": (_inf_example, grpc.StatusCode.INVALID_ARGUMENT,
+                                      "dense inputs must be finite"),
     "wrong dtype": (_wrong_dtype, grpc.StatusCode.INVALID_ARGUMENT,
                     "Expects arg[user_id] to be int64 but int32 is provided"),
     "missing input": (lambda r: r.inputs.pop("user_id"), grpc.StatusCode.INVALID_ARGUMENT,
