@@ -10,7 +10,7 @@ import sys
 from absl import flags
 
 from mdl_tf import datasets
-from mdl_tf.options import OPTIMIZERS, TrainOptions
+from mdl_tf.options import OPTIMIZERS, ExtendOptions, TrainOptions
 
 HELP_FLAGS = {"-h", "--help", "--helpshort", "--helpfull", "-?"}
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server", "tpu")
@@ -163,3 +163,32 @@ def define_visualize_flags():
     flags.DEFINE_integer("batch_size", 4096, "Batch size in examples.")
     flags.DEFINE_integer("max_batches", None, "Average over at most this many batches "
                          "(default: the whole split).")
+
+
+def define_extend_flags():
+    _D = ExtendOptions(model_dir="", model_dir_out="")
+    flags.DEFINE_string("model_dir", None, "The trained MDL model directory to extend.")
+    flags.DEFINE_string("model_dir_out", None, "Where the extended model goes (a new directory).")
+    flags.DEFINE_string("add_scenario", None, "Name of the scenario to add.")
+    flags.DEFINE_string("add_task", None, "Name of the task to add.")
+    flags.DEFINE_string("label_column", None, "--add_task: its label column (default: the name).")
+    flags.DEFINE_string("init_from_task", None, "--add_task: start from this task's token "
+                        "(default: the mean of the task tokens).")
+    flags.DEFINE_string("dataset", None, "Schema (YAML path or built-in name) with the addition; "
+                        "default: the model's schema plus the addition.")
+    flags.DEFINE_string("data_dir", None, "Data directory (default: the model's).")
+    flags.DEFINE_enum("finetune", _D.finetune, ["new", "all"],
+                      "new: train only the new token's slices (old outputs unchanged); "
+                      "all: train every weight with a small learning rate.")
+    flags.DEFINE_float("learning_rate", None, "Default 2e-3 (--finetune new), 2e-4 (all).")
+    flags.DEFINE_integer("epochs", _D.epochs, "Passes over the new rows (0: no training).")
+    flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size.")
+    flags.DEFINE_float("train_fraction", _D.train_fraction,
+                       "Train on this fraction of the new rows (evenly spaced).")
+    flags.DEFINE_integer("early_stopping_patience", _D.early_stopping_patience,
+                         "Epochs without a better validation AUC before stopping (0: off).")
+    flags.DEFINE_string("eval_split", _D.eval_split, "Split evaluated at the end.")
+    flags.DEFINE_enum("bad_rows", _D.bad_rows, ["error", "skip"], "Bad input rows policy.")
+    flags.DEFINE_bool("jit_compile", _D.jit_compile, "Compile the training step with XLA.")
+    flags.DEFINE_integer("seed", _D.seed, "Random seed.")
+    flags.DEFINE_bool("export", _D.export, "Export a SavedModel at the end.")

@@ -46,6 +46,11 @@ import os
 import sys
 import time
 
+from mdl_tf import cli
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+cli.help_without_tensorflow(__name__, __doc__, cli.define_extend_flags)
+
 import mdl_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
@@ -53,6 +58,7 @@ from absl import app, flags, logging
 
 from mdl_tf import data, evaluate, export, runs, train
 from mdl_tf.models import build_model, make_config
+from mdl_tf.options import ExtendOptions
 from mdl_tf.schema import SchemaError, Task
 from serving.manager import versions_on_disk
 
@@ -60,38 +66,6 @@ GLOBAL = "<global>"
 LINEAGE_FILE = os.path.join("assets.extra", "lineage.json")
 COMPARED_KEYS = ("features", "groups", "important_features")
 STEP_KEY = "model/optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"   # in train's checkpoints
-
-
-@dataclasses.dataclass
-class ExtendOptions:
-    model_dir: str
-    model_dir_out: str
-    add_scenario: str | None = None
-    add_task: str | None = None
-    label_column: str | None = None   # --add_task: its label column (default: the name)
-    init_from_task: str | None = None  # --add_task: copy this task's token (default: mean)
-    dataset: str | None = None        # schema with the addition (default: old one + it)
-    data_dir: str | None = None       # default: the old run's data directory
-    finetune: str = "new"             # "new": only the new token's slices; "all"
-    learning_rate: float | None = None  # default 2e-3 (new) or 2e-4 (all)
-    epochs: int = 5
-    batch_size: int = 512
-    train_fraction: float = 1.0       # use this fraction of the new rows (evenly spaced)
-    early_stopping_patience: int = 2
-    eval_split: str = "valid"
-    bad_rows: str = "error"
-    jit_compile: bool = False
-    seed: int = 0
-    export: bool = True
-    verbose: int = 0
-
-    @property
-    def kind(self):
-        return "scenario" if self.add_scenario else "task"
-
-    @property
-    def added(self):
-        return self.add_scenario or self.add_task
 
 
 def check_options(opts: ExtendOptions):
@@ -391,36 +365,11 @@ def fit(model, schema, data_dir, opts: ExtendOptions) -> dict:
 
 # --- CLI --------------------------------------------------------------------------------
 FLAGS = flags.FLAGS
-_D = ExtendOptions(model_dir="", model_dir_out="")
 
 
 def define_flags():
     """Command-line flags (defined only when run as a CLI, so importing stays side-effect free)."""
-    flags.DEFINE_string("model_dir", None, "The trained MDL model directory to extend.")
-    flags.DEFINE_string("model_dir_out", None, "Where the extended model goes (a new directory).")
-    flags.DEFINE_string("add_scenario", None, "Name of the scenario to add.")
-    flags.DEFINE_string("add_task", None, "Name of the task to add.")
-    flags.DEFINE_string("label_column", None, "--add_task: its label column (default: the name).")
-    flags.DEFINE_string("init_from_task", None, "--add_task: start from this task's token "
-                        "(default: the mean of the task tokens).")
-    flags.DEFINE_string("dataset", None, "Schema (YAML path or built-in name) with the addition; "
-                        "default: the model's schema plus the addition.")
-    flags.DEFINE_string("data_dir", None, "Data directory (default: the model's).")
-    flags.DEFINE_enum("finetune", _D.finetune, ["new", "all"],
-                      "new: train only the new token's slices (old outputs unchanged); "
-                      "all: train every weight with a small learning rate.")
-    flags.DEFINE_float("learning_rate", None, "Default 2e-3 (--finetune new), 2e-4 (all).")
-    flags.DEFINE_integer("epochs", _D.epochs, "Passes over the new rows (0: no training).")
-    flags.DEFINE_integer("batch_size", _D.batch_size, "Batch size.")
-    flags.DEFINE_float("train_fraction", _D.train_fraction,
-                       "Train on this fraction of the new rows (evenly spaced).")
-    flags.DEFINE_integer("early_stopping_patience", _D.early_stopping_patience,
-                         "Epochs without a better validation AUC before stopping (0: off).")
-    flags.DEFINE_string("eval_split", _D.eval_split, "Split evaluated at the end.")
-    flags.DEFINE_enum("bad_rows", _D.bad_rows, ["error", "skip"], "Bad input rows policy.")
-    flags.DEFINE_bool("jit_compile", _D.jit_compile, "Compile the training step with XLA.")
-    flags.DEFINE_integer("seed", _D.seed, "Random seed.")
-    flags.DEFINE_bool("export", _D.export, "Export a SavedModel at the end.")
+    cli.define_extend_flags()
 
 
 def main(argv):

@@ -46,3 +46,36 @@ class TrainOptions:
 def suggested_batch_size(rows: int, steps: int = 20) -> int:
     """The power of two giving about `steps` steps per epoch over `rows`, in [1, 2048]."""
     return min(2048, 1 << max(0, max(rows // steps, 1).bit_length() - 1))
+
+
+@dataclasses.dataclass
+class ExtendOptions:
+    """What `mdl_tf.extend` takes (see its docstring)."""
+    model_dir: str
+    model_dir_out: str
+    add_scenario: str | None = None
+    add_task: str | None = None
+    label_column: str | None = None   # --add_task: its label column (default: the name)
+    init_from_task: str | None = None  # --add_task: copy this task's token (default: mean)
+    dataset: str | None = None        # schema with the addition (default: old one + it)
+    data_dir: str | None = None       # default: the old run's data directory
+    finetune: str = "new"             # "new": only the new token's slices; "all"
+    learning_rate: float | None = None  # default 2e-3 (new) or 2e-4 (all)
+    epochs: int = 5
+    batch_size: int = 512
+    train_fraction: float = 1.0       # use this fraction of the new rows (evenly spaced)
+    early_stopping_patience: int = 2
+    eval_split: str = "valid"
+    bad_rows: str = "error"
+    jit_compile: bool = False
+    seed: int = 0
+    export: bool = True
+    verbose: int = 0
+
+    @property
+    def kind(self):
+        return "scenario" if self.add_scenario else "task"
+
+    @property
+    def added(self):
+        return self.add_scenario or self.add_task
