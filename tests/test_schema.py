@@ -50,6 +50,8 @@ def test_builtin_schema_loads_and_round_trips(tmp_path):
                          "scenario_priors": {}}), "must match [a-z0-9_]+"),
     (lambda r: r.pop("tasks"), "missing required key 'tasks'"),
     (lambda r: r.update({"format": "parquet"}), "format must be 'csv' or 'tfrecord'"),
+    (lambda r: r["features"][-1].update({"vocabulary": ["ios", "android", "ios"]}),
+     "feature 'device': duplicate vocabulary entries ['ios']"),
 ])
 def test_inconsistent_schema_is_rejected_with_its_location(tmp_path, mutate, message):
     raw = synthetic_raw()
@@ -80,3 +82,11 @@ def test_missing_vocabulary_file_and_missing_schema_are_clear(tmp_path):
         schema_lib.load(write(tmp_path, raw))
     with pytest.raises(SchemaError, match="schema file not found"):
         schema_lib.load(os.path.join(tmp_path, "nope.yaml"))
+
+
+def test_scenario_lookup_keys_never_collide():
+    keys, indices = schema_lib.scenario_lookup_keys(["feed", "search"])
+    assert dict(zip(keys, indices)) == {"feed": 0, "search": 1, "0": 0, "1": 1}
+    # Numeric names (Ali-CCP's raw 301 values): names only, "1" is the first scenario.
+    keys, indices = schema_lib.scenario_lookup_keys(["1", "2"])
+    assert list(zip(keys, indices)) == [("1", 0), ("2", 1)]

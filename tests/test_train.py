@@ -1,15 +1,22 @@
 """Training end to end: quality on synthetic data, outputs, resume, CLIs and bad input."""
+import csv
 import json
 import math
 import os
 import subprocess
 import sys
 
+import grpc
 import mdl_tf  # noqa: F401
+import numpy as np
+import pytest
+import yaml
 
-from conftest import REPO
-from mdl_tf import train
+from conftest import REPO, TINY_CONFIG
+from mdl_tf import demo, train
 from mdl_tf.datasets import synthetic
+from serving import server as server_lib
+from serving.client import ServingClient
 
 ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": REPO}
 
@@ -116,3 +123,51 @@ def test_gauc_and_counts_are_consistent(tiny_run):
     total = sum(c["click"]["count"] for c in cells.values())
     assert total >= tiny_run["metrics"]["overall"]["click"]["count"]  # overlap counts twice
     assert all(not math.isnan(c["click"]["auc"]) for c in cells.values())
+
+
+def _numeric_scenario_dataset(tiny_dataset, out):
+    """tiny_dataset with its scenarios renamed feed, search, mall -> "1", "2", "3"."""
+    rename = {"feed": "1", "search": "2", "mall": "3"}
+    with open(os.path.join(tiny_dataset, "schema.yaml")) as fh:
+        raw = yaml.safe_load(fh)
+    raw.pop("recipe", None)
+    raw["scenario"]["names"] = [rename[n] for n in raw["scenario"]["names"]]
+    raw["scenario_priors"] = {rename[k]: v for k, v in raw["scenario_priors"].items()}
+    os.makedirs(out)
+    with open(os.path.join(out, "schema.yaml"), "w") as fh:
+        yaml.safe_dump(raw, fh)
+    for split in ("train", "valid", "test"):
+        with open(os.path.join(tiny_dataset, f"{split}.csv"), newline="") as src, \
+                open(os.path.join(out, f"{split}.csv"), "w", newline="") as dst:
+            reader = csv.DictReader(src)
+            writer = csv.DictWriter(dst, reader.fieldnames)
+            writer.writeheader()
+            for row in reader:
+                row["scenario"] = "|".join(rename[p] for p in row["scenario"].split("|"))
+                writer.writerow(row)
+    return os.path.join(out, "schema.yaml")
+
+
+def test_numeric_scenario_names_train_export_and_serve(tiny_dataset, tmp_path):
+    schema_path = _numeric_scenario_dataset(tiny_dataset, str(tmp_path / "data"))
+    result = train.train(train.TrainOptions(
+        dataset=schema_path, model_dir=str(tmp_path / "run"), config=dict(TINY_CONFIG),
+        steps=4, steps_per_eval=4, batch_size=256, jit_compile=False,
+        early_stopping_patience=0, verbose=0))
+    assert set(result["metrics"]["scenarios"]) == {"1", "2", "3"}
+    rows = demo.validation_rows(str(tmp_path / "run"), 8)[0]
+    server = server_lib.start(server_lib.ServerOptions(
+        model_name="mdl", model_base_path=os.path.dirname(result["export_path"]), port=0,
+        poll_seconds=0))
+    try:
+        with ServingClient(f"127.0.0.1:{server.port}", "mdl") as client:
+            by_row = client.predict(rows)                       # the rows' own "1", "2|3", ...
+            first = client.predict(rows, scenario="1")
+            assert by_row.keys() == first.keys() == {"click", "like", "favourite"}
+            rows["scenario"] = np.array([b"0"] * 8, dtype=object)   # not an index here
+            with pytest.raises(grpc.RpcError) as error:
+                client.predict(rows)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "unknown scenario" in error.value.details()
+    finally:
+        server.stop()
