@@ -26,7 +26,7 @@ import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
 
-from mdl_tf import data, datasets, distribute, evaluate, export, metrics, runs
+from mdl_tf import data, datasets, distribute, evaluate, export, metrics, resume, runs
 from mdl_tf.models import build_model, make_config, model_names
 from mdl_tf.models.base import make_encoder
 
@@ -63,6 +63,7 @@ class TrainOptions:
     backup_every: int = 100          # steps between fault-tolerance backups (0: every epoch)
     ps_min_shard_bytes: int = distribute.DEFAULT_PS_MIN_SHARD_BYTES
     callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
+    force_retrain: bool = False      # a finished model_dir: start over instead of a no-op
 
 
 def make_optimizer(name, learning_rate):
@@ -191,8 +192,10 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
 
 
 class ChiefValidation(tf.keras.callbacks.Callback):
-    """Parameter-server validation: after each epoch's checkpoint, restores it into a local
-    copy of the model on the chief and adds val_<task>_auc (over the whole split)."""
+    """Parameter-server validation: after each epoch, writes the weights to
+    <model_dir>/.validation, restores them into a local copy of the model on the chief and
+    adds val_<task>_auc (over the whole split). (Not the epoch checkpoint: that one is
+    written after early stopping has seen these AUCs, so that it holds its state.)"""
 
     def __init__(self, model_dir, schema, data_dir):
         super().__init__()
@@ -200,11 +203,12 @@ class ChiefValidation(tf.keras.callbacks.Callback):
         self.local = None
 
     def on_epoch_end(self, epoch, logs=None):
+        path = tf.train.Checkpoint(model=self.model).write(
+            os.path.join(self.model_dir, ".validation", "weights"))
         if self.local is None:
-            self.local = runs.restore_model(self.model_dir)[0]
+            self.local = runs.restore_model(self.model_dir, path)[0]
         else:
-            runs.checkpoint(self.local)[0].restore(tf.train.latest_checkpoint(
-                os.path.join(self.model_dir, "checkpoints"))).expect_partial()
+            runs.checkpoint(self.local)[0].restore(path).expect_partial()
         result = evaluate.evaluate(self.local, self.schema, "valid", self.data_dir)
         for task, cell in result["overall"].items():
             logs[f"val_{task}_auc"] = cell["auc"]
@@ -252,6 +256,9 @@ def train(opts: TrainOptions) -> dict:
         ps_min_shard_bytes=opts.ps_min_shard_bytes)
     distribution.check_batch_size(opts.batch_size)
     epochs, steps_per_epoch = epoch_plan(opts, distribution)
+    finished = check_finished(opts, distribution, epochs)
+    if finished is not None:
+        return finished
     tf.keras.utils.set_random_seed(opts.seed)
     schema, data_dir = prepare_data(opts)
     config = make_config(opts.model, opts.config)
@@ -276,20 +283,40 @@ def train(opts: TrainOptions) -> dict:
     if opts.export:
         export_path = export.export_saved_model(final, os.path.join(opts.model_dir, "export"))
         print(f"exported SavedModel to {export_path}")
+    resume.mark_finished(opts.model_dir, model, export_path)
     return {"metrics": result, "export_path": export_path, "history": history, "model": model}
+
+
+def check_finished(opts, distribution, epochs) -> dict | None:
+    """train()'s result for a model_dir whose run already finished (a no-op that says so),
+    or None: train. --force_retrain removes the run's training state instead."""
+    finished = resume.finished_run(opts.model_dir, epochs)
+    if finished is None:
+        return None
+    if not opts.force_retrain:
+        print(resume.already_trained_message(opts.model_dir, finished), flush=True)
+        return {"metrics": None, "export_path": None, "history": {}, "model": None,
+                "already_trained": finished}
+    if distribution.is_chief:
+        resume.start_over(opts.model_dir)
+        print(f"--force_retrain: training {opts.model_dir} again from scratch", flush=True)
+    return None
 
 
 def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) -> dict:
     """Restores the latest checkpoint, runs model.fit to `epochs`; returns the history.
 
     Every task reads the chief's checkpoints; tasks other than the chief write theirs to
-    a private directory (synchronous workers must all take part in saving).
+    a private directory (synchronous workers must all take part in saving). Ends with the
+    best epoch's weights when early stopping is on (see mdl_tf/resume.py).
     """
-    ckpt, epoch_var = runs.checkpoint(model)
+    state = resume.attach_state(model)
+    ckpt, epoch_var = runs.checkpoint(model, state.epochs_done)
     read_dir = os.path.join(opts.model_dir, "checkpoints")
+    # The best epoch's checkpoint must still be there when early stopping ends the run.
     manager = tf.train.CheckpointManager(
         ckpt, os.path.join(distribution.private_dir(opts.model_dir), "checkpoints"),
-        max_to_keep=3)
+        max_to_keep=max(3, opts.early_stopping_patience + 2))
     latest = tf.train.latest_checkpoint(read_dir)
     if latest:
         ckpt.restore(latest)
@@ -298,7 +325,9 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) ->
     backup_dir = os.path.join(opts.model_dir, BACKUP_DIR)
     done = backed_up_steps(backup_dir) or initial_epoch * (steps_per_epoch or 0)
     start, history = time.time(), {}
-    if initial_epoch < epochs:
+    if bool(state.stopped.numpy()):
+        print(f"early stopping ended this run at epoch {initial_epoch}; not training further")
+    elif initial_epoch < epochs:
         train_ds, valid_ds = training_datasets(model, schema, data_dir, opts, distribution,
                                                skip_batches=done)
         train_files = data.expand_files(schema.files_for("train", data_dir))
@@ -306,12 +335,11 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch) ->
             history = model.fit(
                 train_ds, validation_data=valid_ds, epochs=epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=steps_per_epoch,
-                callbacks=fit_callbacks(schema, data_dir, opts, distribution, manager,
-                                        epoch_var),
+                callbacks=fit_callbacks(schema, data_dir, opts, distribution, manager, state),
                 verbose=_verbosity(opts, distribution)).history
     print(f"training took {time.time() - start:.1f}s")
     _remove_empty_dirs(backup_dir)   # BackupAndRestore leaves them behind
-    if opts.early_stopping_patience > 0 and history:
+    if opts.early_stopping_patience > 0 and resume.restore_best_weights(model, read_dir):
         manager.save(checkpoint_number=epochs + 1)  # keep the restored best weights
     return history
 
@@ -328,17 +356,15 @@ def backed_up_steps(backup_dir) -> int:
         return 0
 
 
-def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var):
+def fit_callbacks(schema, data_dir, opts, distribution, manager, state):
     """In order: each callback sees the logs the earlier ones added."""
     ps = distribution.name == "parameter_server"   # no batch-level callbacks under PS
-    # BackupAndRestore restores in on_train_begin; StartStep reports what it restored.
-    callbacks = [
-        tf.keras.callbacks.BackupAndRestore(
-            os.path.join(opts.model_dir, BACKUP_DIR),
-            save_freq="epoch" if ps or opts.backup_every <= 0 else opts.backup_every),
-        StartStep(),
-        EpochCheckpoint(manager, epoch_var),
-    ]
+    # BackupAndRestore restores (the model and its TrainingState) in on_train_begin;
+    # StartStep and early stopping read what it restored.
+    backup = resume.BackupAfterEpochEnd(
+        os.path.join(opts.model_dir, BACKUP_DIR),
+        save_freq="epoch" if ps or opts.backup_every <= 0 else opts.backup_every)
+    callbacks = [backup, StartStep()]
     if ps:
         callbacks.append(ChiefValidation(opts.model_dir, schema, data_dir))
     callbacks.append(MeanValidationAUC(schema.task_names))
@@ -346,9 +372,9 @@ def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var):
         callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(opts.model_dir, "logs"),
                                                         profile_batch=0))
     if opts.early_stopping_patience > 0:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            "val_auc_mean", mode="max", patience=opts.early_stopping_patience,
-            restore_best_weights=True))
+        callbacks.append(resume.ResumableEarlyStopping(state, opts.early_stopping_patience))
+    # The epoch's checkpoint and backup hold the early-stopping state of this epoch.
+    callbacks += [EpochCheckpoint(manager, state.epochs_done), backup.after_epoch_end()]
     return callbacks + list(opts.callbacks)
 
 
@@ -415,6 +441,10 @@ def define_flags():
     flags.DEFINE_integer("backup_every", _D.backup_every,
                          "Steps between fault-tolerance backups (0: every epoch); a killed run "
                          "restarted with the same command resumes from the last one.")
+    flags.DEFINE_bool("force_retrain", _D.force_retrain,
+                      "Train a --model_dir whose run already finished again from scratch "
+                      "(its checkpoints are removed; exports are kept). Without it, such a "
+                      "run is a no-op that says so.")
     flags.DEFINE_integer("ps_min_shard_bytes", _D.ps_min_shard_bytes,
                          "--strategy parameter_server: variables are split over the ps tasks "
                          "in shards of at least this many bytes.")
@@ -444,7 +474,7 @@ def options_from_flags() -> TrainOptions:
         eval_split=FLAGS.eval_split, bad_rows=FLAGS.bad_rows, cache_data=FLAGS.cache_data,
         export=FLAGS.export, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision, backup_every=FLAGS.backup_every,
-        ps_min_shard_bytes=FLAGS.ps_min_shard_bytes)
+        ps_min_shard_bytes=FLAGS.ps_min_shard_bytes, force_retrain=FLAGS.force_retrain)
 
 
 def main(argv):
