@@ -1,6 +1,7 @@
 """The TF Serving deployment files: models.config parses as TF Serving's config proto, and
 docker-compose / Kubernetes point at config files that exist (one copy of each)."""
 import os
+import re
 
 import yaml
 from google.protobuf import text_format
@@ -35,3 +36,11 @@ def test_compose_and_kubernetes_use_the_same_config_files():
     deployment = next(d for d in _yaml("kubernetes.yaml") if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert sorted(args) == sorted(service["command"])
+
+
+def test_server_batch_limit_default_is_the_batching_configs_max_batch_size():
+    from serving import server
+    with open(os.path.join(DEPLOY, "batching_parameters.txt")) as fh:
+        value = re.search(r"^max_batch_size \{ value: (\d+) \}", fh.read(), re.M).group(1)
+    assert server.DEFAULT_MAX_BATCH_SIZE == server.ServerOptions("", "").max_batch_size == int(
+        value)
