@@ -6,7 +6,9 @@
 
 Trains with XLA (`--jit_compile`), checkpoints every epoch and resumes from the latest
 checkpoint in `--model_dir`; a killed run restarted with the same command resumes from its
-last backup (every `--backup_every` steps, BackupAndRestore). Logs to TensorBoard, stops
+last backup (every `--backup_every` steps, BackupAndRestore) and ends where it would have
+ended, early stopping included (mdl_tf/resume.py); a finished run is not trained again
+unless `--force_retrain`. Logs to TensorBoard, stops
 early on the mean validation AUC, then evaluates (per scenario x task; writes metrics.json)
 and exports a SavedModel to `<model_dir>/export/<version>/`. `--strategy` and
 `--mixed_precision` choose the tf.distribute strategy and dtype policy (mdl_tf/distribute.py);
@@ -245,7 +247,8 @@ def epoch_plan(opts: TrainOptions, distribution=None):
 
 
 def train(opts: TrainOptions) -> dict:
-    """Trains, evaluates and exports; returns {"metrics", "export_path", "history", "model"}.
+    """Trains, evaluates and exports; returns {"metrics", "export_path", "history", "model"}
+    (for a model_dir whose run already finished: nothing is done, see check_finished).
 
     Under a multi-worker strategy every task calls this; only the chief evaluates and
     exports (elsewhere "metrics" and "export_path" are None).
