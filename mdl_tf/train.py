@@ -291,15 +291,16 @@ def train(opts: TrainOptions) -> dict:
 
 
 def check_finished(opts, distribution, epochs) -> dict | None:
-    """train()'s result for a model_dir whose run already finished (a no-op that says so),
-    or None: train. --force_retrain removes the run's training state instead."""
+    """train()'s result for a model_dir whose run already finished (a no-op that says so;
+    "export_path" is that run's export), or None: train. --force_retrain removes the run's
+    training state instead."""
     finished = resume.finished_run(opts.model_dir, epochs)
     if finished is None:
         return None
     if not opts.force_retrain:
         print(resume.already_trained_message(opts.model_dir, finished), flush=True)
-        return {"metrics": None, "export_path": None, "history": {}, "model": None,
-                "already_trained": finished}
+        return {"metrics": None, "export_path": finished["export_path"], "history": {},
+                "model": None, "already_trained": finished}
     if distribution.is_chief:
         resume.start_over(opts.model_dir)
         print(f"--force_retrain: training {opts.model_dir} again from scratch", flush=True)

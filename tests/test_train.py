@@ -240,7 +240,8 @@ def test_killed_run_resumes_to_the_same_end_and_a_finished_run_is_a_no_op(tiny_d
 
     exports = os.listdir(tmp_path / "reference" / "export")
     again = train.train(options("reference"))
-    assert again["already_trained"]["step"] == stopped_at and again["export_path"] is None
+    assert again["already_trained"]["step"] == stopped_at
+    assert again["export_path"] == reference["export_path"]
     assert f"already trained: {tmp_path / 'reference'} finished at step {stopped_at}" in \
         capsys.readouterr().out
     assert os.listdir(tmp_path / "reference" / "export") == exports
