@@ -28,17 +28,21 @@ MONITOR = "val_auc_mean"
 RESTART_PATHS = ("checkpoints", "backup", ".workers", FINISHED)
 
 
-class TrainingState(tf.Module):
-    """Scalars that decide where a run ends; variables, so checkpoints carry them."""
+class TrainingState(tf.train.Checkpoint):
+    """Scalars that decide where a run ends; variables, so checkpoints carry them. (A
+    Checkpoint rather than a tf.Module: Keras would count a Module's variables among the
+    model's weights, to be trained and exported.)"""
 
     def __init__(self):
-        super().__init__(name=STATE_ATTR)
-        self.epochs_done = tf.Variable(0, dtype=tf.int64, name="epoch")
-        self.best = tf.Variable(float("-inf"), dtype=tf.float64, name="best")
-        self.best_epoch = tf.Variable(-1, dtype=tf.int64, name="best_epoch")   # 0-based
-        self.wait = tf.Variable(0, dtype=tf.int64, name="wait")
-        self.stopped = tf.Variable(False, name="stopped")               # by early stopping
-        self.best_restored = tf.Variable(False, name="best_restored")
+        def scalar(value, dtype, name):
+            return tf.Variable(value, dtype=dtype, trainable=False, name=name)
+        super().__init__(
+            epochs_done=scalar(0, tf.int64, "epoch"),
+            best=scalar(float("-inf"), tf.float64, "best"),
+            best_epoch=scalar(-1, tf.int64, "best_epoch"),       # 0-based; -1: none yet
+            wait=scalar(0, tf.int64, "wait"),
+            stopped=scalar(False, tf.bool, "stopped"),          # by early stopping
+            best_restored=scalar(False, tf.bool, "best_restored"))
 
 
 def attach_state(model) -> TrainingState:
