@@ -202,11 +202,12 @@ class ChiefValidation(tf.keras.callbacks.Callback):
     def __init__(self, model_dir, schema, data_dir):
         super().__init__()
         self.model_dir, self.schema, self.data_dir = model_dir, schema, data_dir
-        self.local = None
+        self.local = self.snapshot = None
 
     def on_epoch_end(self, epoch, logs=None):
-        path = tf.train.Checkpoint(model=self.model).write(
-            os.path.join(self.model_dir, ".validation", "weights"))
+        if self.snapshot is None:   # one object: each new one traces its save function again
+            self.snapshot = tf.train.Checkpoint(model=self.model)
+        path = self.snapshot.write(os.path.join(self.model_dir, ".validation", "weights"))
         if self.local is None:
             self.local = runs.restore_model(self.model_dir, path)[0]
         else:
