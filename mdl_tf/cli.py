@@ -120,6 +120,10 @@ def define_train_flags():
     flags.DEFINE_integer("backup_every", d.backup_every,
                          "Steps between fault-tolerance backups (0: every epoch); a killed run "
                          "restarted with the same command resumes from the last one.")
+    flags.DEFINE_bool("force_retrain", d.force_retrain,
+                      "Train a --model_dir whose run already finished again from scratch "
+                      "(its checkpoints are removed; exports are kept). Without it, such a "
+                      "run is a no-op that says so.")
     flags.DEFINE_integer("ps_min_shard_bytes", d.ps_min_shard_bytes,
                          "--strategy parameter_server: variables are split over the ps tasks "
                          "in shards of at least this many bytes.")

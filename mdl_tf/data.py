@@ -27,7 +27,7 @@ import mdl_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from mdl_tf import dialect, values
-from mdl_tf.schema import Schema, SchemaError
+from mdl_tf.schema import Schema, SchemaError, scenario_lookup_keys
 from mdl_tf.values import DataError  # noqa: F401  (raised by readers; importers use data.DataError)
 
 LABEL_MISSING = -1.0
@@ -272,9 +272,10 @@ class _CsvParser:
 
 
 def _known_scenarios(schema: Schema, scen: tf.Tensor) -> tf.Tensor:
-    """[B] bool: every separator-split part of the scenario cell is a known name or index."""
-    keys = list(schema.scenario.names) + [str(i) for i in range(schema.num_scenarios)]
-    parts = tf.strings.split(scen, schema.scenario.separator)
+    """[B] bool: every separator-split part of the scenario cell is a lookup key (a known
+    name or index, see schema.scenario_lookup_keys), stripped as ScenarioEncoder does."""
+    keys, _ = scenario_lookup_keys(schema.scenario.names)
+    parts = tf.strings.strip(tf.strings.split(scen, schema.scenario.separator))
     known = tf.reduce_any(tf.equal(parts.flat_values[:, None], tf.constant(keys)[None]), axis=1)
     per_row = tf.RaggedTensor.from_row_lengths(known, parts.row_lengths())
     return tf.reduce_all(per_row, axis=1) & (parts.row_lengths() > 0) & (scen != "")

@@ -37,6 +37,8 @@ signature, which TF Serving (and serving/server.py) replays before serving the v
 """
 import inspect
 import os
+import re
+import shutil
 import time
 
 from mdl_tf import cli
@@ -45,6 +47,7 @@ from mdl_tf import cli
 cli.help_without_tensorflow(__name__, __doc__, cli.define_export_flags)
 
 import mdl_tf  # noqa: F401
+import psutil
 import tensorflow as tf
 from absl import app, flags, logging
 
@@ -53,6 +56,7 @@ from mdl_tf.schema import NAME_RE
 from serving import requests, signatures as names, warmup
 from serving.manager import versions_on_disk
 
+TMP_RE = re.compile(r"\.tmp-\d+-(\d+)")   # .tmp-<version>-<pid>: an export in progress
 TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}
 
 
@@ -250,16 +254,32 @@ def next_version(export_base):
     return max([int(time.time())] + [v + 1 for v in versions_on_disk(export_base)])
 
 
+def remove_stale_temporaries(export_base):
+    """Removes `.tmp-<version>-<pid>` directories of exports whose process is gone (killed
+    mid-export); returns their paths. Pids are this host's: exports into one base path
+    from several hosts would need their own base paths."""
+    removed = []
+    for name in os.listdir(export_base):
+        match = TMP_RE.fullmatch(name)
+        if match and not psutil.pid_exists(int(match.group(1))):
+            shutil.rmtree(os.path.join(export_base, name), ignore_errors=True)
+            removed.append(os.path.join(export_base, name))
+    return removed
+
+
 def export_saved_model(model, export_base, version=None, extra_assets=None,
                        calibration=None):
     """Exports to <export_base>/<version> atomically; returns the version directory.
 
     The warm-up file is written before the rename. `extra_assets(tmp_dir, signatures)`
     may write more into the version directory before it becomes visible. `calibration`
-    (a mdl_tf.calibration.Calibration) is applied inside every signature.
+    (a mdl_tf.calibration.Calibration) is applied inside every signature. Temporary
+    directories that killed exports left behind are removed first.
     """
     check_finite_weights(model)
     os.makedirs(export_base, exist_ok=True)
+    for path in remove_stale_temporaries(export_base):
+        logging.warning("removed %s, left by an export that did not finish", path)
     version = version or next_version(export_base)
     final = os.path.join(export_base, str(version))
     if os.path.exists(final):

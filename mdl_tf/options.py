@@ -41,6 +41,7 @@ class TrainOptions:
     backup_every: int = 100          # steps between fault-tolerance backups (0: every epoch)
     ps_min_shard_bytes: int = DEFAULT_PS_MIN_SHARD_BYTES
     callbacks: list = dataclasses.field(default_factory=list)   # extra Keras callbacks
+    force_retrain: bool = False      # a finished model_dir: start over instead of a no-op
 
 
 def suggested_batch_size(rows: int, steps: int = 20) -> int:

@@ -10,6 +10,8 @@
     <model_dir>/metrics_<split>.json  the last evaluation of each split
     <model_dir>/calibration.json post-hoc calibration per scenario x task (optional; see
                                  mdl_tf/calibration.py), applied inside the exports
+    <model_dir>/finished.json    step, epochs and export of a finished run (mdl_tf/resume.py)
+    <model_dir>/.validation/     --strategy parameter_server: the weights the chief validates
     <model_dir>/export/<v>/      SavedModels, one numeric version each
 """
 import dataclasses
@@ -61,13 +63,14 @@ def checkpoint(model, epoch=None):
     return tf.train.Checkpoint(model=model, epoch=epoch), epoch
 
 
-def restore_model(model_dir):
-    """(model with the latest checkpoint's weights, schema, run info)."""
+def restore_model(model_dir, checkpoint_path=None):
+    """(model with the weights of checkpoint_path (default: the latest checkpoint), schema,
+    run info)."""
     info, schema = load_run(model_dir)
     model = build_model(info["model"], schema, make_config(info["model"], info["config"]))
     model.build_from_schema()
     ckpt, _ = checkpoint(model)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    latest = checkpoint_path or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if latest is None:
         raise FileNotFoundError(f"{model_dir}/checkpoints holds no checkpoint")
     ckpt.restore(latest).expect_partial()

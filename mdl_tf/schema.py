@@ -199,6 +199,23 @@ class Schema:
         return out
 
 
+def scenario_lookup_keys(names) -> tuple:
+    """(keys, indices): the strings a scenario cell part may hold and the 0-based scenario
+    index each one means. Every name maps to its position; the indices "0".."N-1" are keys
+    too, unless a name is itself a number (Ali-CCP's raw values "1", "2", "3"): "1" would
+    then mean both the name "1" and index 1, so such schemas take names only.
+
+    The one table both the input validation (data.py) and the model's ScenarioEncoder use,
+    so what the reader accepts is exactly what the model encodes.
+    """
+    names = [str(n) for n in names]
+    keys, indices = list(names), list(range(len(names)))
+    if not any(n.isdigit() for n in names):
+        keys += [str(i) for i in range(len(names))]
+        indices += list(range(len(names)))
+    return keys, indices
+
+
 _FEATURE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Feature)
                      if f.default is not dataclasses.MISSING}
 
@@ -429,6 +446,14 @@ def _validate_feature(f: Feature, where: str) -> None:
                           "vocabulary, vocabulary_file or hash_buckets")
     if f.vocab_size is not None and f.dtype != "int64":
         raise SchemaError(f"{where}: feature '{f.name}': vocab_size needs dtype int64")
+    if f.vocabulary is not None and len(set(f.vocabulary)) != len(f.vocabulary):
+        seen, repeated = set(), []
+        for v in f.vocabulary:
+            if v in seen and v not in repeated:
+                repeated.append(v)
+            seen.add(v)
+        raise SchemaError(f"{where}: feature '{f.name}': duplicate vocabulary entries "
+                          f"{repeated[:5]} (each value needs one embedding row)")
     if f.type == "multi_categorical" and f.combiner not in ("mean", "sum"):
         raise SchemaError(f"{where}: feature '{f.name}': combiner must be mean or sum")
     if f.embedding_dim <= 0:

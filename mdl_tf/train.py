@@ -6,9 +6,11 @@
 
 Trains with XLA (`--jit_compile`), checkpoints every epoch and resumes from the latest
 checkpoint in `--model_dir`; a killed run restarted with the same command resumes from its
-last backup (every `--backup_every` steps, BackupAndRestore). Logs to TensorBoard, stops
-early on the mean validation AUC, then evaluates (per scenario x task; writes
-metrics_<split>.json) and exports a SavedModel to `<model_dir>/export/<version>/`.
+last backup (every `--backup_every` steps, BackupAndRestore) and ends where it would have
+ended, early stopping included (mdl_tf/resume.py); a finished run is not trained again
+unless `--force_retrain`. Logs to TensorBoard, stops early on the mean validation AUC, then
+evaluates (per scenario x task; writes metrics_<split>.json) and exports a SavedModel to
+`<model_dir>/export/<version>/`.
 `--calibrate platt|isotonic` first fits a post-hoc calibration per scenario x task on the
 validation split (mdl_tf/calibration.py): the metrics file then has the calibrated metrics
 too, and the export serves calibrated probabilities. Every split is checked for a usable
@@ -38,7 +40,7 @@ import mdl_tf  # noqa: F401
 import tensorflow as tf
 from absl import app, flags, logging
 
-from mdl_tf import calibration, data, datasets, distribute, evaluate, export, runs
+from mdl_tf import calibration, data, datasets, distribute, evaluate, export, resume, runs
 from mdl_tf.options import (OPTIMIZERS, TrainOptions,  # noqa: F401  (train.TrainOptions: API)
                             suggested_batch_size)
 from mdl_tf.models import build_model, make_config, model_names
@@ -212,21 +214,25 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
 
 
 class ChiefValidation(tf.keras.callbacks.Callback):
-    """Parameter-server validation: after each epoch's checkpoint, restores it into a local
-    copy of the model on the chief and adds val_<task>_auc (over the whole split)."""
+    """Parameter-server validation: after each epoch, writes the weights to
+    <model_dir>/.validation, restores them into a local copy of the model on the chief and
+    adds val_<task>_auc (over the whole split). (Not the epoch checkpoint: that one is
+    written after early stopping has seen these AUCs, so that it holds its state.)"""
 
     def __init__(self, model_dir, schema, data_dir, bad_rows="error"):
         super().__init__()
         self.model_dir, self.schema, self.data_dir = model_dir, schema, data_dir
         self.bad_rows = bad_rows
-        self.local = None
+        self.local = self.snapshot = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.snapshot is None:   # one object: each new one traces its save function again
+            self.snapshot = tf.train.Checkpoint(model=self.model)
+        path = self.snapshot.write(os.path.join(self.model_dir, ".validation", "weights"))
         if self.local is None:
-            self.local = runs.restore_model(self.model_dir)[0]
+            self.local = runs.restore_model(self.model_dir, path)[0]
         else:
-            runs.checkpoint(self.local)[0].restore(tf.train.latest_checkpoint(
-                os.path.join(self.model_dir, "checkpoints"))).expect_partial()
+            runs.checkpoint(self.local)[0].restore(path).expect_partial()
         result = evaluate.evaluate(self.local, self.schema, "valid", self.data_dir,
                                    bad_rows=self.bad_rows)
         for task, cell in result["overall"].items():
@@ -384,7 +390,8 @@ def epoch_plan(opts: TrainOptions, distribution=None):
 
 
 def train(opts: TrainOptions) -> dict:
-    """Trains, evaluates and exports; returns {"metrics", "export_path", "history", "model"}.
+    """Trains, evaluates and exports; returns {"metrics", "export_path", "history", "model"}
+    (for a model_dir whose run already finished: nothing is done, see check_finished).
 
     Under a multi-worker strategy every task calls this; only the chief evaluates and
     exports (elsewhere "metrics" and "export_path" are None).
@@ -395,6 +402,9 @@ def train(opts: TrainOptions) -> dict:
         ps_min_shard_bytes=opts.ps_min_shard_bytes)
     distribution.check_batch_size(opts.batch_size)
     epochs, steps_per_epoch = epoch_plan(opts, distribution)
+    finished = check_finished(opts, distribution, epochs)
+    if finished is not None:
+        return finished
     tf.keras.utils.set_random_seed(opts.seed)
     schema, data_dir = prepare_data(opts)
     check_splits(schema, data_dir, opts)
@@ -433,6 +443,7 @@ def train(opts: TrainOptions) -> dict:
         export_path = export.export_saved_model(final, os.path.join(opts.model_dir, "export"),
                                                 calibration=fitted)
         print(f"exported SavedModel to {export_path}")
+    resume.mark_finished(opts.model_dir, model, export_path)
     return {"metrics": result, "export_path": export_path, "history": history, "model": model}
 
 
@@ -449,18 +460,38 @@ def fit_calibration(model, schema, data_dir, opts):
     return None
 
 
+def check_finished(opts, distribution, epochs) -> dict | None:
+    """train()'s result for a model_dir whose run already finished (a no-op that says so;
+    "export_path" is that run's export), or None: train. --force_retrain removes the run's
+    training state instead."""
+    finished = resume.finished_run(opts.model_dir, epochs)
+    if finished is None:
+        return None
+    if not opts.force_retrain:
+        print(resume.already_trained_message(opts.model_dir, finished), flush=True)
+        return {"metrics": None, "export_path": finished["export_path"], "history": {},
+                "model": None, "already_trained": finished}
+    if distribution.is_chief:
+        resume.start_over(opts.model_dir)
+        print(f"--force_retrain: training {opts.model_dir} again from scratch", flush=True)
+    return None
+
+
 def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
         train_rows=None, counters=None) -> dict:
     """Restores the latest checkpoint, runs model.fit to `epochs`; returns the history.
 
     Every task reads the chief's checkpoints; tasks other than the chief write theirs to
-    a private directory (synchronous workers must all take part in saving).
+    a private directory (synchronous workers must all take part in saving). Ends with the
+    best epoch's weights when early stopping is on (see mdl_tf/resume.py).
     """
-    ckpt, epoch_var = runs.checkpoint(model)
+    state = resume.attach_state(model)
+    ckpt, epoch_var = runs.checkpoint(model, state.epochs_done)
     read_dir = os.path.join(opts.model_dir, "checkpoints")
+    # The best epoch's checkpoint must still be there when early stopping ends the run.
     manager = tf.train.CheckpointManager(
         ckpt, os.path.join(distribution.private_dir(opts.model_dir), "checkpoints"),
-        max_to_keep=3)
+        max_to_keep=max(3, opts.early_stopping_patience + 2))
     latest = tf.train.latest_checkpoint(read_dir)
     if latest:
         ckpt.restore(latest)
@@ -469,7 +500,9 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
     backup_dir = os.path.join(opts.model_dir, BACKUP_DIR)
     done = backed_up_steps(backup_dir) or initial_epoch * (steps_per_epoch or 0)
     start, history = time.time(), {}
-    if initial_epoch < epochs:
+    if bool(state.stopped.numpy()):
+        print(f"early stopping ended this run at epoch {initial_epoch}; not training further")
+    elif initial_epoch < epochs:
         train_ds, valid_ds = training_datasets(model, schema, data_dir, opts, distribution,
                                                skip_batches=done, counters=counters)
         train_files = data.expand_files(schema.files_for("train", data_dir))
@@ -477,13 +510,13 @@ def fit(model, schema, data_dir, opts, distribution, epochs, steps_per_epoch,
             history = model.fit(
                 train_ds, validation_data=valid_ds, epochs=epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=steps_per_epoch,
-                callbacks=fit_callbacks(schema, data_dir, opts, distribution, manager,
-                                        epoch_var, steps_per_epoch or (
-                                            train_rows or 0) // opts.batch_size, counters),
+                callbacks=fit_callbacks(schema, data_dir, opts, distribution, manager, state,
+                                        steps_per_epoch or (train_rows or 0) // opts.batch_size,
+                                        counters),
                 verbose=_verbosity(opts, distribution)).history
     print(f"training took {time.time() - start:.1f}s")
     _remove_empty_dirs(backup_dir)   # BackupAndRestore leaves them behind
-    if opts.early_stopping_patience > 0 and history:
+    if opts.early_stopping_patience > 0 and resume.restore_best_weights(model, read_dir):
         manager.save(checkpoint_number=epochs + 1)  # keep the restored best weights
     return history
 
@@ -500,20 +533,18 @@ def backed_up_steps(backup_dir) -> int:
         return 0
 
 
-def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var,
-                  steps_per_epoch=0, counters=None):
+def fit_callbacks(schema, data_dir, opts, distribution, manager, state, steps_per_epoch=0,
+                  counters=None):
     """In order: each callback sees the logs the earlier ones added."""
     ps = distribution.name == "parameter_server"   # no batch-level callbacks under PS
-    # BackupAndRestore restores in on_train_begin; StartStep reports what it restored.
-    callbacks = [
-        tf.keras.callbacks.BackupAndRestore(
-            os.path.join(opts.model_dir, BACKUP_DIR),
-            save_freq="epoch" if ps or opts.backup_every <= 0 else opts.backup_every),
-        StartStep(),
-        StopOnNonFiniteLoss(),          # before the checkpoint: never save NaN weights
-        BadRowLimit(counters or {}, opts.max_bad_fraction),
-        EpochCheckpoint(manager, epoch_var),
-    ]
+    # BackupAndRestore restores (the model and its TrainingState) in on_train_begin;
+    # StartStep and early stopping read what it restored.
+    backup = resume.BackupAfterEpochEnd(
+        os.path.join(opts.model_dir, BACKUP_DIR),
+        save_freq="epoch" if ps or opts.backup_every <= 0 else opts.backup_every)
+    callbacks = [backup, StartStep(),
+                 StopOnNonFiniteLoss(),          # before the checkpoint: never save NaN weights
+                 BadRowLimit(counters or {}, opts.max_bad_fraction)]
     if ps:
         callbacks.append(ChiefValidation(opts.model_dir, schema, data_dir, opts.bad_rows))
     callbacks.append(MeanValidationAUC(schema.task_names))
@@ -521,11 +552,12 @@ def fit_callbacks(schema, data_dir, opts, distribution, manager, epoch_var,
         callbacks.append(tf.keras.callbacks.TensorBoard(os.path.join(opts.model_dir, "logs"),
                                                         profile_batch=0))
     if opts.early_stopping_patience > 0:
-        callbacks.append(tf.keras.callbacks.EarlyStopping(
-            "val_auc_mean", mode="max", patience=opts.early_stopping_patience,
-            restore_best_weights=True, verbose=int(distribution.is_chief)))
+        callbacks.append(resume.ResumableEarlyStopping(state, opts.early_stopping_patience,
+                                                       verbose=int(distribution.is_chief)))
     if not ps and _verbosity(opts, distribution) == 2:
         callbacks.append(Progress(steps_per_epoch, opts.batch_size))
+    # The epoch's checkpoint and backup hold the early-stopping state of this epoch.
+    callbacks += [EpochCheckpoint(manager, state.epochs_done), backup.after_epoch_end()]
     return callbacks + list(opts.callbacks)
 
 
@@ -584,7 +616,7 @@ def options_from_flags() -> TrainOptions:
         max_bad_fraction=FLAGS.max_bad_fraction, cache_data=FLAGS.cache_data,
         export=FLAGS.export, calibrate=FLAGS.calibrate, strategy=FLAGS.strategy, tpu=FLAGS.tpu,
         mixed_precision=FLAGS.mixed_precision, backup_every=FLAGS.backup_every,
-        ps_min_shard_bytes=FLAGS.ps_min_shard_bytes)
+        ps_min_shard_bytes=FLAGS.ps_min_shard_bytes, force_retrain=FLAGS.force_retrain)
 
 
 def main(argv):

@@ -25,7 +25,7 @@ import math
 import re
 
 from mdl_tf import values
-from mdl_tf.schema import Schema
+from mdl_tf.schema import Schema, scenario_lookup_keys
 from mdl_tf.values import REASONS  # noqa: F401  (the dead letter's reasons)
 
 
@@ -68,9 +68,9 @@ class RowValidator:
         self.scenario_map = dict(scenario_map or {})
         self.scenario_path_re = re.compile(scenario_from_path) if scenario_from_path else None
         names = schema.scenario_names
-        # Names win over indices, as in the model's ScenarioEncoder.
-        self.scenario_lookup = {**{str(i): n for i, n in enumerate(names)},
-                                **{n: n for n in names}}
+        # The keys the model's ScenarioEncoder and data.py accept (no indices when a name
+        # is a number), each mapped to its scenario name.
+        self.scenario_lookup = {key: names[i] for key, i in zip(*scenario_lookup_keys(names))}
         feature_columns = {f.source_column for f in schema.features}
         self.group_columns = tuple(c for c in schema.gauc_group if c not in feature_columns)
         self.required_columns = self._required_columns()

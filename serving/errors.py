@@ -1,10 +1,18 @@
-"""ServingError: a request failed with a gRPC status code and TF Serving's wording."""
+"""ServingError: a request failed with a gRPC status code and TF Serving's wording.
+
+Every status message leaves the server through `truncate`, as TF Serving's do (the first
+1024 bytes, then "...TRUNCATED"; model_servers/grpc_status_util.cc): a message that copies
+request values stays far below gRPC's 8-16 KB metadata limit, past which the client would
+see RESOURCE_EXHAUSTED instead of the real code. `log_line` is what the log gets.
+"""
 import re
 
 import grpc
 
 # TensorFlow's error codes are gRPC's status codes, number for number.
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+MESSAGE_LIMIT_BYTES = 1024     # TF Serving's kErrorMessageLimit
+LOG_LIMIT_BYTES = 300
 
 
 class ServingError(Exception):
@@ -43,3 +51,19 @@ def invalid_argument(message):
 
 def not_found(message):
     return ServingError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def truncate(message, limit=MESSAGE_LIMIT_BYTES):
+    """`message` cut to `limit` UTF-8 bytes plus "...TRUNCATED" when longer (TF Serving)."""
+    data = message.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return message
+    return data[:limit].decode("utf-8", "ignore") + "...TRUNCATED"
+
+
+def log_line(message):
+    """`message` as one bounded, printable log line: truncated, then newlines and any
+    non-ASCII or control bytes escaped (request values never reach the log raw)."""
+    text = truncate(message, LOG_LIMIT_BYTES)
+    return text.encode("ascii", "backslashreplace").decode("ascii").replace(
+        "\n", "\\n").replace("\r", "\\r")

@@ -118,13 +118,31 @@ def tensor_proto(array):
 
 
 def ndarray(proto):
-    """np.ndarray of a TensorProto. Raises ValueError or TypeError for a malformed one."""
+    """np.ndarray of a TensorProto. Raises ValueError or TypeError for a malformed one: a
+    negative dimension, or values (or tensor_content bytes) that do not fill the shape
+    exactly (TensorFlow would repeat a short list's last value; a request is refused)."""
     shape = [d.size for d in proto.tensor_shape.dim]
+    if any(size < 0 for size in shape):
+        raise ValueError(f"shape {shape} has a negative dimension")
+    elements = math.prod(shape)
     if proto.tensor_content and proto.dtype in _NUMERIC:
+        needed = elements * _NUMERIC[proto.dtype].itemsize
+        if len(proto.tensor_content) != needed:
+            raise ValueError(f"{len(proto.tensor_content)} bytes of tensor_content; shape "
+                             f"{shape} needs {needed}")
         return np.frombuffer(proto.tensor_content, _NUMERIC[proto.dtype]).reshape(shape)
-    if proto.dtype == _STRING and len(proto.string_val) == math.prod(shape):
+    values = len(proto.string_val) if proto.dtype == _STRING else _value_count(proto)
+    if not proto.tensor_content and values != elements:
+        raise ValueError(f"{values} values for shape {shape} ({elements} elements)")
+    if proto.dtype == _STRING:
         return np.array(proto.string_val, dtype=object).reshape(shape)
     return tf.make_ndarray(proto)
+
+
+def _value_count(proto):
+    """How many values the typed *_val fields of a TensorProto hold."""
+    return sum(len(getattr(proto, field.name)) for field in proto.DESCRIPTOR.fields
+               if field.name.endswith("_val"))
 
 
 def columns_from_rows(rows, names, dtypes=None, defaults=None, locations=None):

@@ -5,15 +5,18 @@
 Implements `tensorflow.serving.PredictionService` (Predict, GetModelMetadata; Classify,
 Regress and MultiInference answer UNIMPLEMENTED) and `ModelService.GetModelStatus` with
 the servicer classes generated in tensorflow-serving-api, so clients written against it
-work unchanged against `tensorflow_model_server`. It also answers `grpc.health.v1`
-(SERVING once a version is loaded; real TF Serving has no health service, so portable
-clients check GetModelStatus) and server reflection.
+work unchanged against `tensorflow_model_server`. `grpc.health.v1` (SERVING once a version
+is loaded; --enable_grpc_healthcheck_service, TF Serving's flag) and server reflection
+(--enable_reflection) are off by default, as in TF Serving: portable clients check
+GetModelStatus.
 
 The newest version under --model_base_path is loaded and warmed up before the port opens;
 newer versions are picked up every --file_system_poll_wait_seconds and swapped in without
-failing in-flight requests (see serving/manager.py). It binds 127.0.0.1 unless --host
-says otherwise; TLS is on with --ssl_cert_file/--ssl_key_file. A bad request gets TF
-Serving's status code and wording, and never stops the server.
+failing in-flight requests; a version that fails to load is retried (see
+serving/manager.py). It binds 127.0.0.1 unless --host says otherwise; TLS is on with
+--ssl_cert_file/--ssl_key_file. A bad request gets TF Serving's status code and wording
+(messages truncated to 1 KB as TF Serving does), one log line, and never stops the
+server. A request of more than --max_batch_size rows is refused with INVALID_ARGUMENT.
 """
 import argparse
 import dataclasses
@@ -24,6 +27,10 @@ import signal
 import sys
 import threading
 from concurrent import futures
+
+# TensorFlow's C++ warnings would add a line per failed op, quoting the request's values
+# ("OP_REQUIRES failed ... value: '<bytes>'"); the server logs each rejection itself.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +50,9 @@ PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 # "" is the whole server's health, as grpc.health.v1 defines it.
 HEALTH_SERVICES = ("", PREDICTION_SERVICE)
+# serving/deploy/batching_parameters.txt's max_batch_size: the largest request TF Serving
+# with that file accepts (without enable_large_batch_splitting).
+DEFAULT_MAX_BATCH_SIZE = 512
 
 
 @dataclasses.dataclass
@@ -59,10 +69,16 @@ class ServerOptions:
     ssl_cert_file: str | None = None
     ssl_key_file: str | None = None
     ssl_client_ca_file: str | None = None     # set: clients must present a certificate
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE   # rows per request; 0: no limit
+    max_num_load_retries: int = 5
+    load_retry_interval_s: float = 60.0
+    enable_health: bool = False
+    enable_reflection: bool = False
 
 
 def _answers_errors(method):
-    """Turns ServingError into its status code, and any other exception into INTERNAL."""
+    """Turns ServingError into its status code, and any other exception into INTERNAL;
+    the message is truncated as TF Serving's are, and logged as one bounded line."""
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
@@ -70,10 +86,40 @@ def _answers_errors(method):
         except errors.ServingError as e:
             code, message = e.code, e.message
         except Exception as e:  # a bug must fail one request, not the server
-            log.exception("%s failed", method.__name__)
+            log.debug("%s failed", method.__name__, exc_info=True)
             code, message = grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}"
-        context.abort(code, message)
+        log.warning("%s rejected: %s: %s", method.__name__, code.name,
+                    errors.log_line(message))
+        context.abort(code, errors.truncate(message))
     return wrapper
+
+
+class _OneLineDeserializationErrors(logging.Filter):
+    """gRPC logs a request that is not a valid protocol buffer with a traceback; keep one
+    bounded line (gRPC answers it with INTERNAL itself, before any servicer runs)."""
+
+    def filter(self, record):
+        if record.exc_info and "deserializing" in str(record.msg):
+            error = record.exc_info[1]
+            record.msg, record.args = "rejected a request: %s: %s", (
+                type(error).__name__, errors.log_line(str(error)))
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_ONE_LINE_DESERIALIZATION_ERRORS = _OneLineDeserializationErrors()
+
+
+def _check_batch_size(request, limit):
+    """TF Serving's batching refuses requests larger than max_batch_size with this."""
+    if limit <= 0:
+        return
+    for alias, proto in request.inputs.items():
+        dims = proto.tensor_shape.dim
+        if dims and dims[0].size > limit:
+            raise errors.invalid_argument(
+                f"Task size {dims[0].size} is larger than maximum input batch size {limit} "
+                f"(input '{alias}'; see --max_batch_size)")
 
 
 def _require_model_spec(request):
@@ -82,12 +128,13 @@ def _require_model_spec(request):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager):
-        self.manager = manager
+    def __init__(self, manager, max_batch_size=DEFAULT_MAX_BATCH_SIZE):
+        self.manager, self.max_batch_size = manager, max_batch_size
 
     @_answers_errors
     def Predict(self, request, context):
         _require_model_spec(request)
+        _check_batch_size(request, self.max_batch_size)
         return self.manager.servable(request.model_spec).predict(request)
 
     @_answers_errors
@@ -190,9 +237,13 @@ def _bind(server, options):
 
 def start(options: ServerOptions) -> LocalModelServer:
     """Loads the newest version (if any), then starts answering on options.host:port."""
-    health_servicer = _health_servicer()
-    manager = ModelManager(options.model_name, options.model_base_path, options.enable_warmup,
-                           on_change=functools.partial(_mark_serving, health_servicer))
+    logging.getLogger("grpc._common").addFilter(_ONE_LINE_DESERIALIZATION_ERRORS)  # once
+    health_servicer = _health_servicer() if options.enable_health else None
+    manager = ModelManager(
+        options.model_name, options.model_base_path, options.enable_warmup,
+        on_change=health_servicer and functools.partial(_mark_serving, health_servicer),
+        max_load_retries=options.max_num_load_retries,
+        load_retry_interval_s=options.load_retry_interval_s)
     if manager.poll() is None:
         log.warning("no loadable version under %s yet; polling", options.model_base_path)
     server = grpc.server(
@@ -202,13 +253,14 @@ def start(options: ServerOptions) -> LocalModelServer:
                  # Without this, a second server could silently share the port.
                  ("grpc.so_reuseport", 0)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager), server)
+        PredictionService(manager, options.max_batch_size), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([
-        PREDICTION_SERVICE, MODEL_SERVICE,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME], server)
+    services = [PREDICTION_SERVICE, MODEL_SERVICE]
+    if health_servicer is not None:
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        services.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    if options.enable_reflection:
+        reflection.enable_server_reflection(services + [reflection.SERVICE_NAME], server)
     port = _bind(server, options)
     if not port:
         raise OSError(f"cannot bind {options.host}:{options.port}")
@@ -236,13 +288,28 @@ def parse_args(argv=None) -> ServerOptions:
     p.add_argument("--ssl_cert_file", help="PEM server certificate (turns TLS on)")
     p.add_argument("--ssl_key_file", help="PEM private key of --ssl_cert_file")
     p.add_argument("--ssl_client_ca_file", help="PEM CA; clients must present a cert it signed")
+    p.add_argument("--max_batch_size", type=int, default=d.max_batch_size,
+                   help="most rows one request may ask for; larger ones get INVALID_ARGUMENT "
+                   "(default: serving/deploy/batching_parameters.txt's; 0: no limit)")
+    p.add_argument("--max_num_load_retries", type=int, default=d.max_num_load_retries,
+                   help="times a version that failed to load is tried again (TF Serving's)")
+    p.add_argument("--load_retry_interval_micros", type=int,
+                   default=int(d.load_retry_interval_s * 1e6),
+                   help="microseconds between load retries (TF Serving's; default 1 minute)")
+    p.add_argument("--enable_grpc_healthcheck_service", type=_bool, default=d.enable_health,
+                   help="serve grpc.health.v1 (TF Serving's flag; off by default)")
+    p.add_argument("--enable_reflection", type=_bool, default=d.enable_reflection,
+                   help="serve gRPC server reflection, e.g. for grpcurl (TF Serving has none)")
     a = p.parse_args(argv)
     return ServerOptions(
         model_name=a.model_name, model_base_path=a.model_base_path, host=a.host, port=a.port,
         poll_seconds=a.file_system_poll_wait_seconds, enable_warmup=a.enable_model_warmup,
         max_threads=a.grpc_max_threads, max_receive_message_bytes=a.max_receive_message_bytes,
         max_send_message_bytes=a.max_send_message_bytes, ssl_cert_file=a.ssl_cert_file,
-        ssl_key_file=a.ssl_key_file, ssl_client_ca_file=a.ssl_client_ca_file)
+        ssl_key_file=a.ssl_key_file, ssl_client_ca_file=a.ssl_client_ca_file,
+        max_batch_size=a.max_batch_size, max_num_load_retries=a.max_num_load_retries,
+        load_retry_interval_s=a.load_retry_interval_micros / 1e6,
+        enable_health=a.enable_grpc_healthcheck_service, enable_reflection=a.enable_reflection)
 
 
 def _bool(text):

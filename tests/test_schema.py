@@ -57,6 +57,8 @@ def test_builtin_schema_loads_and_round_trips(tmp_path):
     (lambda r: r.update({"lineage": ["runs/x"]}), "'lineage' must be a list of mappings"),
     (lambda r: r.update({"csv": {"delimiter": "::"}}), "csv.delimiter: the CSV delimiter must "
      "be one ASCII character"),
+    (lambda r: r["features"][-1].update({"vocabulary": ["ios", "android", "ios"]}),
+     "feature 'device': duplicate vocabulary entries ['ios']"),
 ])
 def test_inconsistent_schema_is_rejected_with_its_location(tmp_path, mutate, message):
     raw = synthetic_raw()
@@ -153,3 +155,9 @@ def test_scenario_values_may_not_remap_a_scenario_name(tmp_path):
                        "values": {"feed": "search"}}
     with pytest.raises(SchemaError, match="maps 'feed', itself a scenario name"):
         schema_lib.load(write(tmp_path, raw))
+def test_scenario_lookup_keys_never_collide():
+    keys, indices = schema_lib.scenario_lookup_keys(["feed", "search"])
+    assert dict(zip(keys, indices)) == {"feed": 0, "search": 1, "0": 0, "1": 1}
+    # Numeric names (Ali-CCP's raw 301 values): names only, "1" is the first scenario.
+    keys, indices = schema_lib.scenario_lookup_keys(["1", "2"])
+    assert list(zip(keys, indices)) == [("1", 0), ("2", 1)]

@@ -1,17 +1,25 @@
 """Training end to end: quality on synthetic data, outputs, resume, CLIs and bad input."""
+import csv
+import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
+import grpc
 import mdl_tf  # noqa: F401
+import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
-from conftest import REPO
-from mdl_tf import data, train
+from conftest import REPO, TINY_CONFIG
+from mdl_tf import data, demo, train
 from mdl_tf.datasets import synthetic
+from serving import server as server_lib
+from serving.client import ServingClient
 
 ENV = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": REPO}
 
@@ -218,3 +226,120 @@ def test_export_refuses_non_finite_weights(tiny_schema, tmp_path):
     with pytest.raises(ValueError, match="refusing to export: 1 of .* hold NaN or inf"):
         export.export_saved_model(model, str(tmp_path / "export"))
     assert not os.listdir(tmp_path / "export") if os.path.exists(tmp_path / "export") else True
+def _numeric_scenario_dataset(tiny_dataset, out):
+    """tiny_dataset with its scenarios renamed feed, search, mall -> "1", "2", "3"."""
+    rename = {"feed": "1", "search": "2", "mall": "3"}
+    with open(os.path.join(tiny_dataset, "schema.yaml")) as fh:
+        raw = yaml.safe_load(fh)
+    raw.pop("recipe", None)
+    raw["scenario"]["names"] = [rename[n] for n in raw["scenario"]["names"]]
+    raw["scenario_priors"] = {rename[k]: v for k, v in raw["scenario_priors"].items()}
+    os.makedirs(out)
+    with open(os.path.join(out, "schema.yaml"), "w") as fh:
+        yaml.safe_dump(raw, fh)
+    for split in ("train", "valid", "test"):
+        with open(os.path.join(tiny_dataset, f"{split}.csv"), newline="") as src, \
+                open(os.path.join(out, f"{split}.csv"), "w", newline="") as dst:
+            reader = csv.DictReader(src)
+            writer = csv.DictWriter(dst, reader.fieldnames)
+            writer.writeheader()
+            for row in reader:
+                row["scenario"] = "|".join(rename[p] for p in row["scenario"].split("|"))
+                writer.writerow(row)
+    return os.path.join(out, "schema.yaml")
+
+
+def test_numeric_scenario_names_train_export_and_serve(tiny_dataset, tmp_path):
+    schema_path = _numeric_scenario_dataset(tiny_dataset, str(tmp_path / "data"))
+    result = train.train(train.TrainOptions(
+        dataset=schema_path, model_dir=str(tmp_path / "run"), config=dict(TINY_CONFIG),
+        steps=4, steps_per_eval=4, batch_size=256, jit_compile=False,
+        early_stopping_patience=0, verbose=0))
+    assert set(result["metrics"]["scenarios"]) == {"1", "2", "3"}
+    rows = demo.validation_rows(str(tmp_path / "run"), 8)[0]
+    server = server_lib.start(server_lib.ServerOptions(
+        model_name="mdl", model_base_path=os.path.dirname(result["export_path"]), port=0,
+        poll_seconds=0))
+    try:
+        with ServingClient(f"127.0.0.1:{server.port}", "mdl") as client:
+            by_row = client.predict(rows)                       # the rows' own "1", "2|3", ...
+            first = client.predict(rows, scenario="1")
+            assert by_row.keys() == first.keys() == {"click", "like", "favourite"}
+            rows["scenario"] = np.array([b"0"] * 8, dtype=object)   # not an index here
+            with pytest.raises(grpc.RpcError) as error:
+                client.predict(rows)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "unknown scenario" in error.value.details()
+    finally:
+        server.stop()
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAtStep(tf.keras.callbacks.Callback):
+    """Ends training abruptly (no on_train_end: the backup stays) at a step."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.step:
+            raise _Killed(f"killed at step {self.step}")
+
+
+def _overfitting_dataset(tiny_dataset, out):
+    """tiny_dataset with inverted validation labels: the more the model learns, the lower
+    val_auc_mean, so early stopping ends the run after its first epochs."""
+    os.makedirs(out)
+    for name in ("schema.yaml", "train.csv"):
+        shutil.copy(os.path.join(tiny_dataset, name), out)
+    with open(os.path.join(tiny_dataset, "valid.csv"), newline="") as src, \
+            open(os.path.join(out, "valid.csv"), "w", newline="") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, reader.fieldnames)
+        writer.writeheader()
+        for row in itertools.islice(reader, 600):
+            writer.writerow({k: {"0": "1", "1": "0"}[v] if k in ("click", "like", "favourite")
+                             and v else v for k, v in row.items()})
+    return os.path.join(out, "schema.yaml")
+
+
+def _exported_weights(export_path):
+    reader = tf.train.load_checkpoint(os.path.join(export_path, "variables", "variables"))
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if "model_variables" in k}
+
+
+def test_killed_run_resumes_to_the_same_end_and_a_finished_run_is_a_no_op(tiny_dataset,
+                                                                          tmp_path, capsys):
+    schema_path = _overfitting_dataset(tiny_dataset, str(tmp_path / "data"))
+
+    def options(name, **extra):
+        return train.TrainOptions(
+            dataset=schema_path, model_dir=str(tmp_path / name), config=dict(TINY_CONFIG),
+            steps=40, steps_per_eval=5, backup_every=3, early_stopping_patience=2,
+            batch_size=256, jit_compile=False, verbose=0, **extra)
+
+    reference = train.train(options("reference"))
+    stopped_at = int(reference["model"].optimizer.iterations.numpy())
+    assert stopped_at < 40                         # early stopping ended it
+    with pytest.raises(_Killed):                   # mid-epoch, after a backup, while
+        train.train(options("killed", callbacks=[_KillAtStep(stopped_at - 1)]))  # waiting
+    resumed = train.train(options("killed"))
+    assert "resuming training at step" in capsys.readouterr().out
+    assert int(resumed["model"].optimizer.iterations.numpy()) == stopped_at
+    expected, got = (_exported_weights(r["export_path"]) for r in (reference, resumed))
+    assert expected.keys() == got.keys() and expected
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, atol=1e-5, err_msg=name)
+
+    exports = os.listdir(tmp_path / "reference" / "export")
+    again = train.train(options("reference"))
+    assert again["already_trained"]["step"] == stopped_at
+    assert again["export_path"] == reference["export_path"]
+    assert f"already trained: {tmp_path / 'reference'} finished at step {stopped_at}" in \
+        capsys.readouterr().out
+    assert os.listdir(tmp_path / "reference" / "export") == exports

@@ -4,9 +4,9 @@ import os
 import pytest
 
 import mdl_tf  # noqa: F401
-from mdl_tf import datasets, distribute, train
+from mdl_tf import datasets, distribute, resume, train
 from mdl_tf import schema as schema_lib
-from mdl_tf.models import make_config
+from mdl_tf.models import build_model, make_config
 
 
 def tiny_split(tmp_path, rows):
@@ -60,11 +60,14 @@ def test_progress_line_has_steps_throughput_eta_and_loss(capsys):
 
 def test_early_stopping_says_when_it_stops_and_which_weights_it_restores(tmp_path):
     opts = train.TrainOptions(model_dir=str(tmp_path), verbose=2)
-    callbacks = train.fit_callbacks(datasets.load_schema("synthetic"), str(tmp_path), opts,
-                                    distribute.make_distribution(), None, None, 10)
-    stop = [c for c in callbacks if isinstance(c, __import__("tensorflow").keras.callbacks
-                                               .EarlyStopping)]
-    assert stop and stop[0].verbose == 1 and stop[0].restore_best_weights
+    model = build_model("mdl", schema := datasets.load_schema("synthetic"),
+                        make_config("mdl", {}))
+    callbacks = train.fit_callbacks(schema, str(tmp_path), opts, distribute.make_distribution(),
+                                    None, resume.attach_state(model), 10)
+    # It says "Epoch N: early stopping"; fit() then restores the best epoch's checkpoint
+    # and prints which (resume.restore_best_weights).
+    stop = [c for c in callbacks if isinstance(c, resume.ResumableEarlyStopping)]
+    assert stop and stop[0].verbose == 1
     assert any(isinstance(c, train.Progress) for c in callbacks)
 
 

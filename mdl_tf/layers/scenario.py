@@ -1,11 +1,14 @@
 """ScenarioEncoder: the raw scenario value -> multi-hot membership.
 
 A scenario cell holds one or more scenario names or 0-based indices joined by a
-separator ("search", "1", "feed|search"). Input [B] string -> [B, N_s] float32 0/1.
+separator ("search", "1", "feed|search"); schema.scenario_lookup_keys says which strings
+are keys (no indices when a name is a number). Input [B] string -> [B, N_s] float32 0/1.
 Unknown parts encode to no scenario; input validation (data.py, serving) rejects them
 before they get here, with a message that names them.
 """
 import tensorflow as tf
+
+from mdl_tf.schema import scenario_lookup_keys
 
 
 class ScenarioEncoder(tf.keras.layers.Layer):
@@ -14,8 +17,7 @@ class ScenarioEncoder(tf.keras.layers.Layer):
         self.names, self.separator = list(names), separator
 
     def build(self, input_shape=None):
-        keys = self.names + [str(i) for i in range(len(self.names))]
-        values = list(range(len(self.names))) * 2
+        keys, values = scenario_lookup_keys(self.names)
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(keys, tf.constant(values, tf.int64)),
             default_value=-1)

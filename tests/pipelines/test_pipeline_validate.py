@@ -61,6 +61,14 @@ def test_scenario_indices_multi_scenarios_and_map():
     assert check({"scene": "20"}, mapped)[0]["scene"] == ["search"]
 
 
+def test_numeric_scenario_names_are_names_not_indices():
+    numeric = RowValidator(schema_lib.from_dict({**SCHEMA.to_dict(), "scenario": {
+        "column": "scene", "names": ["1", "2"]}}))
+    assert check({"scene": "1|2"}, numeric)[0]["scene"] == ["1", "2"]
+    assert reason_of({"scene": "0"}, numeric) == ("unknown_scenario", "column 'scene': "
+                                                  "unknown scenario '0' (known: 1, 2)")
+
+
 def test_scenario_from_path():
     by_path = RowValidator(SCHEMA, scenario_from_path=r"logs_([A-Za-z]+)/")
     cells = {k: v for k, v in GOOD.items() if k != "scene"}

@@ -1,6 +1,7 @@
 """The TF Serving deployment files: models.config parses as TF Serving's config proto, and
 docker-compose / Kubernetes point at config files that exist (one copy of each)."""
 import os
+import re
 
 import pytest
 import yaml
@@ -131,3 +132,9 @@ def test_rest_example_reads_version_and_inputs_from_the_server(tmp_path):
     with open(script) as fh:
         text = fh.read()
     assert "curl -s " not in text and "/versions/1" not in text
+def test_server_batch_limit_default_is_the_batching_configs_max_batch_size():
+    from serving import server
+    with open(os.path.join(DEPLOY, "batching_parameters.txt")) as fh:
+        value = re.search(r"^max_batch_size \{ value: (\d+) \}", fh.read(), re.M).group(1)
+    assert server.DEFAULT_MAX_BATCH_SIZE == server.ServerOptions("", "").max_batch_size == int(
+        value)

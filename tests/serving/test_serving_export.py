@@ -205,3 +205,12 @@ def test_saved_model_cli_run_with_input_examples(tiny_schema, loaded, cli_result
     for task in tiny_schema.task_names:
         np.testing.assert_allclose(np.load(os.path.join(cli_results["outdir"], f"{task}.npy")),
                                    expected[task], atol=ATOL)
+
+
+def test_stale_temporary_export_directories_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for name in (f".tmp-5-{dead}", f".tmp-6-{os.getpid()}", "7"):
+        os.makedirs(tmp_path / name / "variables")
+    assert export.remove_stale_temporaries(str(tmp_path)) == [str(tmp_path / f".tmp-5-{dead}")]
+    assert sorted(os.listdir(tmp_path)) == [f".tmp-6-{os.getpid()}", "7"]  # still exporting

@@ -3,6 +3,7 @@ health, reflection, TLS, the client library, and bad requests (each gets TF Serv
 code, and the server keeps answering)."""
 import csv
 import json
+import logging
 import os
 import subprocess
 
@@ -27,7 +28,8 @@ RECEIVE_LIMIT = 1 << 20   # the server's; the client may send more, to test the 
 @pytest.fixture(scope="module")
 def server(tiny_run):
     running = start_server(os.path.dirname(tiny_run["export_path"]),
-                           max_receive_message_bytes=RECEIVE_LIMIT, poll_seconds=0)
+                           max_receive_message_bytes=RECEIVE_LIMIT, poll_seconds=0,
+                           enable_health=True, enable_reflection=True)
     yield running
     running.stop()
 
@@ -63,7 +65,7 @@ def test_metadata_lists_signatures_with_int64_inputs(client, tiny_schema):
     assert signatures.EXAMPLES in client.signature_defs()
 
 
-def test_health_and_reflection(server):
+def test_health_and_reflection_behind_their_flags(server):
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"))
@@ -73,6 +75,22 @@ def test_health_and_reflection(server):
         services = {s.name for s in next(answers).list_services_response.service}
     assert {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService",
             "grpc.health.v1.Health"} <= services
+
+
+def test_health_and_reflection_are_off_by_default_as_in_tf_serving(tmp_path):
+    running = start_server(str(tmp_path), poll_seconds=0)    # no version: nothing to load
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            with pytest.raises(grpc.RpcError) as health:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                          timeout=30)
+            with pytest.raises(grpc.RpcError) as listing:
+                next(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                    timeout=30))
+    finally:
+        running.stop()
+    assert health.value.code() == listing.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 # --- parity ------------------------------------------------------------------------------
@@ -191,6 +209,22 @@ def _garbage_examples(r):
     r.inputs["examples"].CopyFrom(tf.make_tensor_proto(np.array([b"\xff\x00garbage"], object)))
 
 
+def _huge_unknown_scenario(r):
+    r.inputs["scenario"].CopyFrom(tf.make_tensor_proto(np.array([b"s" * 4096] * 8, object)))
+
+
+def _over_batch_limit(r):
+    r.inputs["user_id"].CopyFrom(tf.make_tensor_proto(np.ones([600], np.int64)))
+
+
+def _negative_dimension(r):
+    r.inputs["user_id"].tensor_shape.dim[0].size = -1
+
+
+def _too_few_values(r):
+    r.inputs["price"].CopyFrom(tf.make_tensor_proto([1.5], tf.float32, shape=[8]))
+
+
 def _oversized(r):
     r.inputs["city"].CopyFrom(tf.make_tensor_proto(np.array([b"x" * (2 * RECEIVE_LIMIT)] * 8,
                                                             object)))
@@ -233,6 +267,18 @@ BAD_PREDICTS = {
                          "feed, search, mall"),
     "garbage example bytes": (_garbage_examples, grpc.StatusCode.INVALID_ARGUMENT, ""),
     "oversized message": (_oversized, grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    "huge unknown scenario x 8 rows": (_huge_unknown_scenario, grpc.StatusCode.INVALID_ARGUMENT,
+                                       "...TRUNCATED"),
+    "more rows than max_batch_size": (
+        _over_batch_limit, grpc.StatusCode.INVALID_ARGUMENT,
+        "Task size 600 is larger than maximum input batch size 512"),
+    "negative dimension": (_negative_dimension, grpc.StatusCode.INVALID_ARGUMENT,
+                           "tensor parsing error: user_id: shape [-1] has a negative"),
+    "too many values": (lambda r: r.inputs["city"].string_val.append(b"x"),
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "tensor parsing error: city: 9 values for shape [8]"),
+    "too few values": (_too_few_values, grpc.StatusCode.INVALID_ARGUMENT,
+                       "tensor parsing error: price: 1 values for shape [8]"),
     "unknown model": (lambda r: setattr(r.model_spec, "name", "nope"),
                       grpc.StatusCode.NOT_FOUND, "Servable not found for request: Latest(nope)"),
     "unknown version": (lambda r: r.model_spec.version.__setattr__("value", 7),
@@ -258,7 +304,27 @@ def test_bad_predict_gets_tf_serving_status_and_server_keeps_answering(
     assert error.value.code() == code, error.value.details()
     assert message in error.value.details()
     assert "node" not in error.value.details()    # no graph internals
+    assert len(error.value.details().encode()) <= 1024 + len("...TRUNCATED")
     assert client.predict(columns)  # still answering
+
+
+def test_every_rejected_request_logs_one_bounded_line(server, client, tiny_schema, columns,
+                                                      caplog):
+    request = _request(columns, tiny_schema)
+    _huge_unknown_scenario(request)
+    garbage = b"\x0a\xff\xff\xff\xffnot a PredictRequest"
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        raw_predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+        for send in (lambda: client.predictions.Predict(request, timeout=30),
+                     lambda: raw_predict(garbage, timeout=30)):
+            caplog.clear()
+            with pytest.raises(grpc.RpcError):
+                send()
+            lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(lines) == 1, [r.getMessage()[:200] for r in lines]
+            text = lines[0].getMessage()
+            assert lines[0].exc_info is None and "\n" not in text and len(text) < 500, text
+            assert "sss" * 100 not in text and "\xff" not in text and "rejected" in text
 
 
 def _status_request(name="mdl", version=None):

@@ -88,7 +88,8 @@ def test_broken_version_is_reported_and_removing_the_newest_rolls_back(tiny_run,
                                                                       export_base):
     publish_version(tiny_run["export_path"], export_base, 1)
     publish_version(tiny_run["export_path"], export_base, 2)
-    server = start_server(export_base, poll_seconds=POLL_S, enable_warmup=False)
+    server = start_server(export_base, poll_seconds=POLL_S, enable_warmup=False,
+                          max_num_load_retries=0)
     try:
         with ServingClient(f"127.0.0.1:{server.port}", "mdl") as client:
             assert client.status() == {2: "AVAILABLE"}
@@ -100,5 +101,21 @@ def test_broken_version_is_reported_and_removing_the_newest_rolls_back(tiny_run,
             _wait_for(lambda: client.status().get(1) == "AVAILABLE", "rollback to version 1")
             columns = validation_columns(tiny_run, 2)
             assert set(client.predict(columns)) == set(tiny_schema.task_names)
+    finally:
+        server.stop()
+
+
+def test_failed_load_is_retried_so_a_completed_copy_loads(tiny_run, export_base):
+    publish_version(tiny_run["export_path"], export_base, 1)
+    os.makedirs(os.path.join(export_base, "2"))     # a copy still in progress: no files yet
+    server = start_server(export_base, poll_seconds=POLL_S, enable_warmup=False,
+                          max_num_load_retries=5, load_retry_interval_s=1.0)
+    try:
+        with ServingClient(f"127.0.0.1:{server.port}", "mdl") as client:
+            _wait_for(lambda: client.status().get(1) == "AVAILABLE", "version 1")
+            assert client.status()[2] == "LOADING"   # failed once, will be tried again
+            shutil.copytree(tiny_run["export_path"], os.path.join(export_base, "2"),
+                            dirs_exist_ok=True)      # the copy completes in place
+            _wait_for(lambda: client.status().get(2) == "AVAILABLE", "version 2 to load")
     finally:
         server.stop()
