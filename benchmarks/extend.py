@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 
@@ -35,7 +36,7 @@ import mdl_tf  # noqa: F401
 import numpy as np
 from absl import logging
 
-from mdl_tf import data, datasets, extend, schema as schema_lib, train
+from mdl_tf import data, datasets, dialect, extend, schema as schema_lib, train
 from mdl_tf.datasets import synthetic
 from benchmarks.quality import json_safe
 
@@ -76,17 +77,16 @@ def hold_out(schema, data_dir, scenario, out_dir):
         with open(os.path.join(out_dir, files[split]), "w", newline="") as out:
             writer = None
             for path in data.expand_files(schema.files_for(split, data_dir)):
-                with data._open_text(path) as fh:
-                    reader = csv.DictReader(fh, delimiter=schema.csv_delimiter)
-                    writer = writer or csv.DictWriter(out, reader.fieldnames,
-                                                      delimiter=schema.csv_delimiter)
-                    if out.tell() == 0:
-                        writer.writeheader()
-                    for row in reader:
-                        parts = [p.strip() for p in
-                                 row[schema.scenario.column].split(schema.scenario.separator)]
-                        if scenario not in parts:
-                            writer.writerow(row)
+                # The project's one CSV dialect (mdl_tf/dialect.py), as training reads it.
+                if writer is None:
+                    writer = csv.DictWriter(out, dialect.read_header(path, schema.csv_delimiter),
+                                            delimiter=schema.csv_delimiter)
+                    writer.writeheader()
+                for _, row in dialect.read_rows(path, schema.csv_delimiter):
+                    parts = [p.strip() for p in
+                             row[schema.scenario.column].split(schema.scenario.separator)]
+                    if scenario not in parts:
+                        writer.writerow(row)
     names = tuple(n for n in schema.scenario_names if n != scenario)
     base = dataclasses.replace(
         schema, scenario=dataclasses.replace(schema.scenario, names=names), files=files,
@@ -110,6 +110,7 @@ def backbone(args):
 def run_seed(seed, args, full_schema, data_dir, base_schema, log):
     """{arm: (auc per task on H's test rows, seconds)} for one seed."""
     work = os.path.join(args.work_dir, f"seed{seed}")
+    shutil.rmtree(work, ignore_errors=True)   # a fresh run per seed: no resumed or finished arm
     h = args.holdout
     start = time.time()
     _train(base_schema, None, os.path.join(work, "base"), args, seed)

@@ -135,7 +135,7 @@ class RankingModel(tfrs.models.Model):
         if isinstance(self.optimizer, LossScaleOptimizer):
             grads = self.optimizer.get_unscaled_gradients(grads)
         if self.gradient_transform is not None:
-            grads = self.gradient_transform(grads, tables + dense)
+            grads = self.gradient_transform(grads, variables)
         return loss, logits, grads
 
     def apply_gradient_groups(self, grads):
