@@ -3,8 +3,8 @@
     python -m mdl_tf.export --model_dir runs/demo [--export_base runs/demo/export]
 
 Writes `<export_base>/<version>/` atomically (a temporary directory, then a rename: TF
-Serving loads any numeric directory it sees). Signatures (names in mdl_tf/contract/signatures.py,
-[a-z0-9_] only):
+Serving loads any numeric directory it sees). Signatures (names in
+mdl_tf/contract/signatures.py, [a-z0-9_] only):
 
   serving_default            raw features + the schema's scenario column (string: names,
                              raw values the schema's scenario.values maps, or 0-based ids,
