@@ -29,9 +29,10 @@ import tensorflow as tf
 from absl import logging
 
 from mdl_tf import demo, runs
-from serving import cost, requests, signatures
+from mdl_tf.contract import requests, signatures
+from mdl_tf.contract.versions import versions_on_disk
+from serving import cost
 from serving.client import ServingClient
-from serving.manager import versions_on_disk
 from serving.process import LocalServer
 from serving.servable import Servable
 

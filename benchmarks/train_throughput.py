@@ -51,9 +51,9 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import peers, quality
 from mdl_tf import data, datasets, distribute, export, train
+from mdl_tf.contract import signatures as signature_names
 from mdl_tf.datasets import synthetic
 from mdl_tf.models import build_model, make_config
-from serving import signatures as signature_names
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("mdl", "mmoe")

@@ -3,8 +3,8 @@
     python -m mdl_tf.export --model_dir runs/demo [--export_base runs/demo/export]
 
 Writes `<export_base>/<version>/` atomically (a temporary directory, then a rename: TF
-Serving loads any numeric directory it sees). Signatures (names in serving/signatures.py,
-[a-z0-9_] only):
+Serving loads any numeric directory it sees). Signatures (names in
+mdl_tf/contract/signatures.py, [a-z0-9_] only):
 
   serving_default            raw features + the schema's scenario column (string: names,
                              raw values the schema's scenario.values maps, or 0-based ids,
@@ -53,8 +53,8 @@ from absl import app, flags, logging
 
 from mdl_tf import calibration as calibration_lib, data, runs
 from mdl_tf.schema import NAME_RE
-from serving import requests, signatures as names, warmup
-from serving.manager import versions_on_disk
+from mdl_tf.contract import requests, signatures as names, warmup
+from mdl_tf.contract.versions import versions_on_disk
 
 TMP_RE = re.compile(r"\.tmp-\d+-(\d+)")   # .tmp-<version>-<pid>: an export in progress
 TF_DTYPES = {"int64": tf.int64, "float32": tf.float32, "string": tf.string}

@@ -57,10 +57,10 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from mdl_tf import data, evaluate, export, runs, train
+from mdl_tf.contract.versions import versions_on_disk
 from mdl_tf.models import build_model, make_config
 from mdl_tf.options import ExtendOptions
 from mdl_tf.schema import SchemaError, Task
-from serving.manager import versions_on_disk
 
 GLOBAL = "<global>"
 LINEAGE_FILE = os.path.join("assets.extra", "lineage.json")

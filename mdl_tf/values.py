@@ -2,7 +2,7 @@
 
 Every reader applies these rules, so the same cell means the same thing everywhere:
 `mdl_tf.data` (CSV and TFRecord, vectorised in TensorFlow), `pipelines.validate` (the
-dead letter), `serving.client` and the server's request checks (`serving.requests`).
+dead letter), `serving.client` and the server's request checks (`mdl_tf.contract.requests`).
 
   dense value  decimal text (`_FLOAT_RE`: no `inf`/`nan` words, no hex, no `_`) whose
                float32 value is finite: |x| <= 3.4028235e38 after rounding to float32

@@ -66,7 +66,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, prediction_service_pb2_grpc)
 
 from mdl_tf import dialect, schema as schema_lib
-from serving import requests, signatures
+from mdl_tf.contract import requests, signatures
 
 State = get_model_status_pb2.ModelVersionStatus.State
 MiB = 1 << 20

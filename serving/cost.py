@@ -10,7 +10,7 @@ import math
 import tensorflow as tf
 
 from mdl_tf import export
-from serving import signatures
+from mdl_tf.contract import signatures
 
 CONTRACTIONS = ("Einsum", "MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
 

@@ -22,19 +22,12 @@ import time
 
 from tensorflow_serving.apis import get_model_status_pb2
 
+from mdl_tf.contract.versions import versions_on_disk
 from serving import errors
 from serving.servable import Servable
 
 State = get_model_status_pb2.ModelVersionStatus.State
 log = logging.getLogger("serving.manager")
-
-
-def versions_on_disk(base_path):
-    """Sorted version numbers under an export base: its directories named by digits only."""
-    if not os.path.isdir(base_path):
-        return []
-    return sorted(int(d) for d in os.listdir(base_path)
-                  if d.isascii() and d.isdigit() and os.path.isdir(os.path.join(base_path, d)))
 
 
 @dataclasses.dataclass(frozen=True)

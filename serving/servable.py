@@ -19,7 +19,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from serving import errors, requests, signatures, warmup
+from mdl_tf.contract import requests, signatures, warmup
+from serving import errors
 
 
 def read_signature_defs(path):

@@ -1,5 +1,5 @@
 """One file, one meaning: the trainer (mdl_tf.data), the pipeline (pipelines.sources and
-validate, written as the TFRecord the trainer reads) and the client (serving.requests) read
+validate, written as the TFRecord the trainer reads) and the client (mdl_tf.contract.requests) read
 the same CSV file, with a byte-order mark, CRLF line ends, a blank line, quoted fields
 holding the delimiter and empty cells, into the same values."""
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from mdl_tf import data, dialect, schema as schema_lib
-from serving import requests
+from mdl_tf.contract import requests
 
 HEADER = ("user_id,age_group,gender,city,activity,recent_categories,act_feed,act_search,"
           "act_mall,item_id,category,price,hour,device,scenario,click,like,favourite")

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from mdl_tf import calibration, evaluate, export, train, visualize
-from serving import signatures
+from mdl_tf.contract import signatures
 from serving.client import ServingClient
 
 from serving_helpers import (ATOL, call_signature, feature_inputs, start_server,

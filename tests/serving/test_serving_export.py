@@ -13,8 +13,9 @@ import tensorflow as tf
 
 from conftest import REPO, TINY_CONFIG
 from mdl_tf import data, export
+from mdl_tf.contract import signatures, warmup
 from mdl_tf.models import build_model, make_config
-from serving import cost, signatures, warmup
+from serving import cost
 
 from serving_helpers import ATOL, call_signature, feature_inputs, validation_columns
 

@@ -14,8 +14,8 @@ import tensorflow as tf
 from benchmarks import extend as bench
 from conftest import TINY_CONFIG
 from mdl_tf import extend, schema as schema_lib, train
+from mdl_tf.contract import signatures
 from mdl_tf.models import build_model, make_config
-from serving import signatures
 from serving.client import ServingClient
 
 from serving_helpers import (ATOL, call_signature, feature_inputs, start_server,

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, predict_pb2)
 
-from serving import requests, signatures, warmup
+from mdl_tf.contract import requests, signatures, warmup
 from serving.client import ServingClient
 
 from serving_helpers import ATOL, feature_inputs, start_server, validation_columns

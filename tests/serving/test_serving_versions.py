@@ -9,7 +9,7 @@ import grpc
 import mdl_tf  # noqa: F401
 import pytest
 
-from serving import requests, signatures
+from mdl_tf.contract import requests, signatures
 from serving.client import ServingClient
 
 from serving_helpers import publish_version, start_server, validation_columns

@@ -1,5 +1,8 @@
 """Signature names of an MDL export: the contract between the export and its clients.
 
+mdl_tf.export names its signatures with these, and `serving` (server, client) and the
+benchmarks find them by them: both sides import this module (mdl_tf.contract).
+
   serving_default            raw features + "scenario" -> {<task>: [B]}
   predict_examples           "examples": serialized tf.train.Example -> {<task>: [B]}
   scenario_<s>               raw features, scenario fixed in the graph -> {<task>: [B]}

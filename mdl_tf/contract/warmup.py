@@ -1,5 +1,8 @@
 """TF Serving's warm-up file: `<version>/assets.extra/tf_serving_warmup_requests`.
 
+Part of the serving contract (mdl_tf.contract): mdl_tf.export writes it, and
+serving.servable replays it when it loads a version.
+
 A TFRecord of `PredictionLog` protos. TF Serving replays them when it loads a version,
 before the version serves traffic, so first requests don't pay for lazy initialisation;
 a record that fails makes the load fail. It reads at most 1000 records. The model name in

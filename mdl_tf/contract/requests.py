@@ -1,5 +1,8 @@
 """PredictRequests from Python values, and numpy arrays from PredictResponses.
 
+Part of the serving contract (mdl_tf.contract): mdl_tf.export builds its warm-up requests
+with it, and `serving` (client, servable) builds and checks requests with it.
+
 TF Serving checks every input against the dtype its signature declares and converts
 nothing: `tf.make_tensor_proto([1, 2])` is int32, and an int64 input rejects it. So values
 are cast to the signature's dtype (from GetModelMetadata or the SavedModel) when it is
