@@ -282,7 +282,7 @@ def from_dict(raw: Any, path: str | None = None) -> Schema:
 
 TOP_LEVEL_KEYS = ("name", "recipe", "recipe_options", "format", "files", "csv", "features",
                   "groups", "scenario", "tasks", "gauc_group", "important_features",
-                  "scenario_priors", "task_priors")
+                  "scenario_priors", "task_priors", "lineage")
 SCENARIO_KEYS = ("column", "names", "separator", "values")
 
 

@@ -104,7 +104,7 @@ def test_shared_domain_tables_build_no_domain_tables(tiny_schema, rows):
     table = shared.embedding.tables[tiny_schema.important_features[0]]
     with tf.GradientTape() as tape:
         tape.watch(table)
-        tokens, _ = shared._domain_tokens(rows[0], shared.embed(rows[0]), None)
+        tokens, _ = shared._domain_tokens(rows[0], shared.embed(rows[0]), None, None)
     assert float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(
         tape.gradient(tokens, table))))) > 0.0
 
