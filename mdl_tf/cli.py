@@ -98,11 +98,7 @@ def define_train_flags():
                          "the best epoch's weights (0: off).")
     flags.DEFINE_string("eval_split", d.eval_split, "Split evaluated at the end (writes "
                         "<model_dir>/metrics_<split>.json).")
-    flags.DEFINE_enum("bad_rows", d.bad_rows, ["error", "skip"], "Bad input rows: stop with "
-                      "an error naming file/line/column, or skip and count.")
-    flags.DEFINE_float("max_bad_fraction", d.max_bad_fraction,
-                       "With --bad_rows skip: fail when more than this fraction (0..1) of the "
-                       "rows read from a split are bad (as pipelines.preprocess).")
+    define_bad_row_flags()
     flags.DEFINE_bool("cache_data", d.cache_data, "Keep parsed training/validation rows in "
                       "memory after the first epoch.")
     flags.DEFINE_bool("export", d.export, "Export a SavedModel to <model_dir>/export/<version> "
@@ -129,6 +125,16 @@ def define_train_flags():
                          "in shards of at least this many bytes.")
 
 
+def define_bad_row_flags():
+    """--bad_rows and --max_bad_fraction: one meaning for training and evaluation."""
+    d = TrainOptions()
+    flags.DEFINE_enum("bad_rows", d.bad_rows, ["error", "skip"], "Bad input rows: stop with "
+                      "an error naming file/line/column, or skip and count.")
+    flags.DEFINE_float("max_bad_fraction", d.max_bad_fraction,
+                       "With --bad_rows skip: fail when more than this fraction (0..1) of the "
+                       "rows read from a split are bad (as pipelines.preprocess).")
+
+
 def define_evaluate_flags():
     flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train (required).")
     flags.DEFINE_string("split", "valid", "Split to evaluate: train, valid or test.")
@@ -137,12 +143,7 @@ def define_evaluate_flags():
     flags.DEFINE_string("output", None, "Metrics JSON path (default "
                         "<model_dir>/metrics_<split>.json).")
     flags.DEFINE_integer("batch_size", 4096, "Evaluation batch size in examples.")
-    flags.DEFINE_enum("bad_rows", "error", ["error", "skip"],
-                      "Bad input rows: stop with an error naming file/line/column, or skip "
-                      "and count.")
-    flags.DEFINE_float("max_bad_fraction", 0.01,
-                       "With --bad_rows skip: fail when more of the rows read are bad "
-                       "(a fraction, 0..1).")
+    define_bad_row_flags()
     flags.DEFINE_enum("calibrate", None, CALIBRATION_METHODS,
                       "Fit a post-hoc calibration per scenario x task on the validation "
                       "split and save it with the model (exports apply it).")
