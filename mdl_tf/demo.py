@@ -10,7 +10,7 @@ and the server is stopped.
 import argparse
 import os
 
-from mdl_tf import cli
+from mdl_tf import cli, quiet
 
 
 def parser():
@@ -25,6 +25,7 @@ def parser():
 
 # --help answers before TensorFlow loads (tens of seconds on a busy machine).
 cli.argparse_help_first(__name__, parser)
+quiet.load_tensorflow_quietly(__name__)  # without the CUDA-stub lines of CPU-only machines
 
 import mdl_tf  # noqa: F401
 from absl import logging

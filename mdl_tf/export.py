@@ -41,10 +41,11 @@ import re
 import shutil
 import time
 
-from mdl_tf import cli
+from mdl_tf import cli, quiet
 
 # --help answers before TensorFlow loads (tens of seconds on a busy machine).
 cli.help_without_tensorflow(__name__, __doc__, cli.define_export_flags)
+quiet.load_tensorflow_quietly(__name__)  # without the CUDA-stub lines of CPU-only machines
 
 import mdl_tf  # noqa: F401
 import psutil

@@ -31,10 +31,11 @@ import shutil
 import sys
 import time
 
-from mdl_tf import cli
+from mdl_tf import cli, quiet
 
 # --help answers before TensorFlow loads (tens of seconds on a busy machine).
 cli.help_without_tensorflow(__name__, __doc__, cli.define_train_flags)
+quiet.load_tensorflow_quietly(__name__)  # without the CUDA-stub lines of CPU-only machines
 
 import mdl_tf  # noqa: F401
 import tensorflow as tf

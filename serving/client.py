@@ -23,7 +23,7 @@ import json
 import sys
 import time
 
-from mdl_tf import cli
+from mdl_tf import cli, quiet
 
 
 def _parser():
@@ -58,6 +58,7 @@ def _parser():
 
 # --help answers before TensorFlow loads (tens of seconds on a busy machine).
 cli.argparse_help_first(__name__, _parser)
+quiet.load_tensorflow_quietly(__name__)  # without the CUDA-stub lines of CPU-only machines
 
 import grpc
 import numpy as np

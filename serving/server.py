@@ -327,6 +327,8 @@ def main(argv=None):
         print(f"error: --model_base_path {options.model_base_path} is not a directory",
               file=sys.stderr)
         return 2
+    from mdl_tf import quiet  # TF loaded with the imports above: drops only the cuInit line
+    quiet.load_tensorflow_quietly(__name__)
     try:
         server = start(options)
     except (ValueError, OSError, RuntimeError) as e:
