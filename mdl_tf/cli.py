@@ -5,6 +5,7 @@ Each entry point calls `help_without_tensorflow` before it imports TensorFlow, s
 config keys and the strategies are listed here statically (tests/test_cli.py checks them
 against the registry and mdl_tf/distribute.py), because reading them would load TensorFlow.
 """
+import contextlib
 import sys
 
 from absl import flags
@@ -47,6 +48,22 @@ def help_without_tensorflow(module_name, doc, define):
     define()
     print(doc.strip() + "\n\nflags:\n" + flags.FLAGS.get_help(include_special_flags=False))
     sys.exit(0)
+
+
+# What a user's input causes (a bad flag value, schema, row or path): "error: ..." and exit 2,
+# not a traceback. data.DataError, schema.SchemaError, ... are ValueErrors.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turns USER_ERRORS raised inside the block into "error: <message>" on stderr and
+    exit status 2."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def argparse_help_first(module_name, make_parser):

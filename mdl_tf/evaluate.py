@@ -18,7 +18,6 @@ unchanged); the overall rows with serving_default's scores (a row in several sce
 the mean of their maps).
 """
 import os
-import sys
 
 from mdl_tf import cli, quiet
 
@@ -133,10 +132,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
-    model, schema, info = runs.restore_model(FLAGS.model_dir)
-    data_dir = FLAGS.data_dir or info["data_dir"]
     counter = data.BadRowCounter() if FLAGS.bad_rows == "skip" else None
-    try:
+    with cli.user_errors():
+        model, schema, info = runs.restore_model(FLAGS.model_dir)
+        data_dir = FLAGS.data_dir or info["data_dir"]
         if FLAGS.calibrate:
             fitted = calibrate(model, schema, data_dir, FLAGS.calibrate, FLAGS.model_dir,
                                batch_size=FLAGS.batch_size, bad_rows=FLAGS.bad_rows,
@@ -149,9 +148,6 @@ def main(argv):
         if counter is not None:
             print(f"bad rows ({FLAGS.split}): {counter.summary()}")
             counter.check(f"split '{FLAGS.split}'", FLAGS.max_bad_fraction)
-    except data.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     print_tables(result, f"{schema.name} / {info['model']} / split={FLAGS.split}")
 
 

@@ -310,10 +310,11 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
-    model, schema, _ = runs.restore_model(FLAGS.model_dir)
-    path = export_saved_model(model, FLAGS.export_base or os.path.join(FLAGS.model_dir, "export"),
-                              FLAGS.version or None,
-                              calibration=calibration_lib.load_for(FLAGS.model_dir, schema))
+    with cli.user_errors():
+        model, schema, _ = runs.restore_model(FLAGS.model_dir)
+        path = export_saved_model(
+            model, FLAGS.export_base or os.path.join(FLAGS.model_dir, "export"),
+            FLAGS.version or None, calibration=calibration_lib.load_for(FLAGS.model_dir, schema))
     print(f"exported {path}")
 
 

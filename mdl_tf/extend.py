@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 
 from mdl_tf import cli, quiet
@@ -380,11 +379,8 @@ def main(argv):
         raise app.UsageError("--model_dir and --model_dir_out are required")
     names = [f.name for f in dataclasses.fields(ExtendOptions)]
     opts = ExtendOptions(**{n: FLAGS[n].value for n in names if n in FLAGS})
-    try:
+    with cli.user_errors():
         extend(opts)
-    except (data.DataError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -625,13 +625,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if FLAGS.model not in model_names():
         raise app.UsageError(f"--model must be one of {', '.join(model_names())}")
-    try:
+    with cli.user_errors():
         if FLAGS.strategy == "parameter_server" and distribute.is_server_task():
             distribute.serve_forever()   # workers and ps tasks serve the chief until killed
         train(options_from_flags())
-    except (data.DataError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

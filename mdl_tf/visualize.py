@@ -24,7 +24,6 @@ calibration (mdl_tf/calibration.py), for the calibrated ones (scenario s's maps)
 import inspect
 import json
 import os
-import sys
 
 from mdl_tf import cli, quiet
 
@@ -233,7 +232,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
-    try:
+    with cli.user_errors():
         if "reliability" in FLAGS.charts:
             print("wrote " + reliability(FLAGS.model_dir, FLAGS.split, FLAGS.out_dir,
                                          FLAGS.data_dir, FLAGS.batch_size))
@@ -241,9 +240,6 @@ def main(argv):
             page = visualize(FLAGS.model_dir, FLAGS.split, FLAGS.out_dir, FLAGS.data_dir,
                              FLAGS.batch_size, FLAGS.max_batches)
             print(f"wrote {page} and its PNGs")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
