@@ -2,9 +2,10 @@
 
 Each benchmark calls `flags.help_first(__name__, __doc__, flags.<x>_parser)` before it
 imports TensorFlow, so `python -m benchmarks.<x> --help` answers at once (its docstring,
-then every flag with its default) and exits 0, and parses its flags with the same builder. The constants the flags name live
-here (the benchmarks import them); BASELINES is a static copy of
-mdl_tf.models.registry.BASELINES, which loads TensorFlow (tests/test_cli.py checks it).
+then every flag with its default) and exits 0, and parses its flags with the same builder.
+The constants the flags name live here (the benchmarks import them); BASELINES is a static
+copy of mdl_tf.models.registry.BASELINES, which loads TensorFlow (tests/test_cli.py
+checks it).
 """
 import argparse
 import functools

@@ -66,7 +66,7 @@ import tensorflow as tf
 from absl import logging
 
 from benchmarks import reference_models
-from benchmarks.flags import BUDGETS, DATASETS, OPTIMIZER_PAIRS, REFERENCE, SYNTHETIC_ROWS
+from benchmarks.flags import DATASETS, OPTIMIZER_PAIRS, REFERENCE, SYNTHETIC_ROWS
 from mdl_tf import data, datasets, metrics, train
 from mdl_tf.datasets import synthetic
 from mdl_tf.layers import FeatureEncoder
