@@ -22,7 +22,6 @@ under --work_dir (never into the repository).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -31,6 +30,11 @@ import shlex
 import shutil
 import sys
 import time
+
+from benchmarks import flags
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.extend_parser)
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -216,26 +220,7 @@ def write_reports(summary, out_dir):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="movielens",
-                   help="a built-in dataset (epinions once its recipe is there, movielens, "
-                        "synthetic)")
-    p.add_argument("--data_dir", default=None, help="raw files of the dataset's recipe")
-    p.add_argument("--holdout", default=None, help="scenario held out (default: the last)")
-    p.add_argument("--fractions", default="0.01,0.1,1",
-                   type=lambda s: [float(x) for x in s.split(",")])
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--patience", type=int, default=1)
-    p.add_argument("--batch_size", type=int, default=1024)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--d_model", type=int, default=32)
-    p.add_argument("--num_layers", type=int, default=2)
-    p.add_argument("--num_heads", type=int, default=4)
-    p.add_argument("--synthetic_rows", type=int, default=80_000)
-    p.add_argument("--out_dir", default="benchmarks/results")
-    p.add_argument("--work_dir", default="runs/bench_extend")
-    return p.parse_args(argv)
+    return flags.extend_parser(__doc__).parse_args(argv)
 
 
 def main(argv=None):

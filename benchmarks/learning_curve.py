@@ -26,13 +26,17 @@ the sample std over seeds of the per-seed gap as error bars).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import shlex
 import sys
 import time
+
+from benchmarks import flags
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.learning_curve_parser)
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -178,23 +182,7 @@ def chart(summary, path):
 
 # --- CLI -----------------------------------------------------------------------------------
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    quality.add_protocol_flags(p)
-    p.add_argument("--mdl", default=quality.REFERENCE,
-                   help="the MDL spec (options as name:key=value:...)")
-    p.add_argument("--baselines", nargs=2, required=True, metavar="SPEC",
-                   help="the two baselines to compare with")
-    p.add_argument("--train_fractions", type=quality.floats, default=[0.1, 0.3, 1.0])
-    p.add_argument("--num_scenarios", type=lambda t: [int(x) for x in t.split(",")],
-                   default=[3, 8, 15], help="scenario counts (capped at the dataset's)")
-    p.add_argument("--full_grid", action="store_true",
-                   help="every train fraction x scenario count (default: the two sweeps)")
-    p.add_argument("--from_results", metavar="JSON",
-                   help="take each model's learning rate and weight decay from this "
-                        "quality results file")
-    p.add_argument("--tune_each_point", action="store_true",
-                   help="tune at every point instead of once")
-    return p.parse_args(argv)
+    return flags.learning_curve_parser(__doc__).parse_args(argv)
 
 
 def chosen_from(path, specs):

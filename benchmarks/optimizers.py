@@ -5,10 +5,14 @@
 Compares the paper's setting (RMSProp for dense weights, Adagrad for embeddings) with
 Adam for both, each at a small learning-rate grid, judged on the validation split only.
 """
-import argparse
 import json
 import os
 import time
+
+from benchmarks import flags
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.optimizers_parser)
 
 import mdl_tf  # noqa: F401
 from absl import logging
@@ -36,11 +40,7 @@ def run(setting, epochs, work_dir):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--work_dir", default="runs/bench_optimizers")
-    p.add_argument("--out", default="benchmarks/results/optimizers.md")
-    args = p.parse_args()
+    args = flags.optimizers_parser(__doc__).parse_args()
     logging.set_verbosity(logging.WARNING)
     rows = [run(s, args.epochs, args.work_dir) for s in SETTINGS]
     tasks = [k for k in rows[0] if k not in ("setting", "seconds")]

@@ -13,7 +13,6 @@ excluded), rows/s, CPU seconds, the exact command and the machine. A script, not
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import resource
@@ -23,6 +22,11 @@ import sys
 import tempfile
 import time
 
+from benchmarks import flags
+
+# --help answers before Beam and TensorFlow load (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.pipelines_parser)
+
 import apache_beam as beam
 
 from mdl_tf.datasets import synthetic
@@ -31,7 +35,6 @@ from pipelines.options import PreprocessOptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = os.path.join(os.path.dirname(HERE), "mdl_tf", "datasets", "synthetic.yaml")
-RESULTS = os.path.join(HERE, "results", "pipelines.md")
 
 
 def write_input(path: str, rows: int) -> float:
@@ -86,14 +89,7 @@ def output_mb(directory: str) -> float:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--work_dir", default=None, help="default: a temporary directory")
-    p.add_argument("--direct_num_workers", type=int, default=1)
-    p.add_argument("--direct_running_mode", default="in_memory",
-                   choices=("in_memory", "multi_threading", "multi_processing"))
-    p.add_argument("--output", default=RESULTS)
-    args = p.parse_args(argv)
+    args = flags.pipelines_parser(__doc__).parse_args(argv)
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_pipelines_")
     os.makedirs(work, exist_ok=True)
     csv_path, out = os.path.join(work, "synthetic.csv"), os.path.join(work, "out")

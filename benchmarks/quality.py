@@ -44,7 +44,6 @@ since compiling each of the dozens of short runs costs more than it saves on CPU
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -56,27 +55,27 @@ import shlex
 import sys
 import time
 
+from benchmarks import flags
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.quality_parser)
+
 import mdl_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from benchmarks import reference_models
+from benchmarks.flags import DATASETS, OPTIMIZER_PAIRS, REFERENCE, SYNTHETIC_ROWS
 from mdl_tf import data, datasets, metrics, train
 from mdl_tf.datasets import synthetic
 from mdl_tf.layers import FeatureEncoder
 from mdl_tf.models import build_model, make_config
 from mdl_tf.models.registry import BASELINES, MODELS
 
-DATASETS = {"movielens100k": "movielens", "census": "census", "epinions": "epinions",
-            "synthetic": "synthetic"}
-REFERENCE = "mdl"
-SYNTHETIC_ROWS = {"train": 80_000, "valid": 10_000, "test": 10_000}
 BOOTSTRAP_ROUNDS = 500
 SUBSET_SEED = 0          # the rows of a --train_fraction subset: the same for every model
-OPTIMIZER_PAIRS = {"adam": ("adam", "adam"), "rmsprop_adagrad": ("rmsprop", "adagrad")}
 RUN_OPTIONS = ("optimizer_pair",)   # spec keys that are benchmark settings, not config
-BUDGETS = ("dense", "total")
 
 
 @dataclasses.dataclass
@@ -847,63 +846,6 @@ def write_reports(summary, out_dir, name, write_data=True):
 
 
 # --- CLI -----------------------------------------------------------------------------------
-def floats(text):
-    return [float(x) for x in text.split(",")]
-
-
-def add_protocol_flags(p):
-    """The flags of the data and of the training protocol (shared with learning_curve)."""
-    p.add_argument("--dataset", choices=sorted(DATASETS))
-    p.add_argument("--data_dir", default=None, help="raw files of the dataset's recipe")
-    p.add_argument("--schema", default=None,
-                   help="a schema YAML: any dataset (e.g. from mdl_tf.infer; --dataset not "
-                   "needed), or one replacing a built-in dataset's schema (same recipe)")
-    p.add_argument("--name", default=None, help="name of the outputs <out_dir>/<name>.json, "
-                   ".md, .png (default: --dataset, or the schema's name)")
-    p.add_argument("--synthetic_rows", default=None, metavar="TRAIN,VALID,TEST",
-                   help="--dataset synthetic: rows per split (default 80000,10000,10000)")
-    p.add_argument("--seeds", type=int, default=3, help="final runs at the chosen setting")
-    p.add_argument("--tune_seeds", type=int, default=2,
-                   help="seeds per tuning point; the choice is on their mean")
-    p.add_argument("--lrs", type=floats, default=[2e-3, 4e-3],
-                   help="learning-rate grid (comma-separated)")
-    p.add_argument("--weight_decays", type=floats, default=[0.0, 0.1],
-                   help="grid of the embedding tables' decoupled weight decay")
-    p.add_argument("--trials", type=int, default=0,
-                   help="> 0: this many Optuna trials over the lr range x weight decays "
-                        "instead of the grid")
-    p.add_argument("--train_fraction", type=float, default=1.0,
-                   help="share of the training rows the final seeds train on")
-    p.add_argument("--tune_train_fraction", type=float, default=1.0,
-                   help="share of the training rows the tuning runs train on")
-    p.add_argument("--epochs", type=int, default=6, help="at most this many epochs per run")
-    p.add_argument("--steps_per_eval", type=int, default=0,
-                   help="validate every this many steps (0: once per epoch)")
-    p.add_argument("--patience", type=int, default=2,
-                   help="validations without improvement before stopping (0: never stop)")
-    p.add_argument("--batch_size", type=int, default=1024)
-    p.add_argument("--budget", choices=BUDGETS, default="dense",
-                   help="parameters matched across models: dense (no embedding tables) or "
-                        "total")
-    p.add_argument("--optimizer_pair", choices=sorted(OPTIMIZER_PAIRS), default="adam",
-                   help="adam: Adam for both groups; rmsprop_adagrad: the paper's RMSProp "
-                        "(dense) + Adagrad (embedding tables)")
-    p.add_argument("--adagrad_initial_accumulator", type=float, default=1e-6)
-    p.add_argument("--adagrad_lr_scale", type=float, default=10.0,
-                   help="Adagrad's learning rate = this x the dense learning rate")
-    p.add_argument("--d_model", type=int, default=32)
-    p.add_argument("--num_layers", type=int, default=2)
-    p.add_argument("--num_heads", type=int, default=4)
-    p.add_argument("--ffn_multiplier", type=int, default=2)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--warmup_steps", type=int, default=0,
-                   help="linear learning-rate warm-up over this many steps (0: none)")
-    p.add_argument("--jit_compile", action="store_true",
-                   help="XLA-compile training steps (slower overall for short CPU runs)")
-    p.add_argument("--out_dir", default="benchmarks/results")
-    p.add_argument("--work_dir", default="runs/bench_quality")
-
-
 def settings_from_args(args):
     fractions = (args.train_fraction, args.tune_train_fraction)
     if not all(0.0 < f <= 1.0 for f in fractions):
@@ -925,18 +867,10 @@ def settings_from_args(args):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_protocol_flags(p)
-    p.add_argument("--render", metavar="JSON",
-                   help="only rewrite the .md and .png of an existing results JSON")
-    p.add_argument("--models", nargs="+",
-                   default=[REFERENCE, *BASELINES, *reference_models.MODELS],
-                   help="model names, name:key=value:... variants, or the scikit-learn "
-                        f"rows {', '.join(reference_models.MODELS)}")
-    return p.parse_args(argv)
+    return flags.quality_parser(__doc__).parse_args(argv)
 
 
-COMMITTED_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+COMMITTED_RESULTS = flags.RESULTS_DIR
 
 
 def output_name(args):

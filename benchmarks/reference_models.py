@@ -26,9 +26,10 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import TargetEncoder
 
+# The names live with the benchmark flags (quality --models), importable without TensorFlow.
+from benchmarks.flags import REFERENCE_MODELS as MODELS  # noqa: F401
 from mdl_tf.data import SCENARIO_KEY
 
-MODELS = ("sk_logreg", "sk_hgb")
 GRIDS = {"sk_logreg": [{"C": 0.1}, {"C": 1.0}], "sk_hgb": [{"learning_rate": 0.1}]}
 NATIVE_CATEGORIES = 255      # HistGradientBoosting's limit for a native categorical feature
 MULTI_HOT_MAX = 64           # id lists with at most this many buckets become multi-hot

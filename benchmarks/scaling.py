@@ -10,12 +10,16 @@ forward graph of one example: 2 x the multiply-adds of every MatMul, BatchMatMul
 Einsum (elementwise ops, softmax and normalisation are left out; they are a small
 share). Writes benchmarks/results/scaling.{json,md,png}.
 """
-import argparse
 import json
 import os
 import shlex
 import sys
 import time
+
+from benchmarks import flags
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.scaling_parser)
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -121,15 +125,7 @@ def chart(points, path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--d_models", default="16,32,64")
-    p.add_argument("--layers", default="1,2")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--batch_size", type=int, default=1024)
-    p.add_argument("--out_dir", default="benchmarks/results")
-    p.add_argument("--work_dir", default="runs/bench_scaling")
-    args = p.parse_args(argv)
+    args = flags.scaling_parser(__doc__).parse_args(argv)
     logging.set_verbosity(logging.WARNING)
     settings = quality.Settings(backbone={}, lrs=[args.lr], seeds=1, epochs=args.epochs,
                                 patience=1, batch_size=args.batch_size, jit_compile=False)

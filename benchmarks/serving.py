@@ -13,7 +13,6 @@ Targets (issue 3): gRPC adds <= 2 ms p50 at batch 1; a per-scenario signature is
 faster than serving_default; zero errors under the concurrent load; server peak RSS
 <= 1.5 GB.
 """
-import argparse
 import datetime
 import os
 import platform
@@ -21,6 +20,11 @@ import shlex
 import sys
 import threading
 import time
+
+from benchmarks import flags
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.serving_parser)
 
 import mdl_tf  # noqa: F401
 import numpy as np
@@ -36,7 +40,6 @@ from serving.client import ServingClient
 from serving.process import LocalServer
 from serving.servable import Servable
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "serving.md")
 TARGETS = {"grpc_overhead_ms": 2.0, "scenario_speedup": 1.2, "errors": 0, "rss_gb": 1.5}
 
 
@@ -296,17 +299,7 @@ def _met(ok):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_dir", required=True, help="a trained run with an export")
-    p.add_argument("--export_base", help="default <model_dir>/export; its newest version")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
-    p.add_argument("--iterations", type=int, default=300, help="calls per path at batch 1 "
-                   "(a third of it at larger batches)")
-    p.add_argument("--threads", type=int, default=8, help="concurrent-load client threads")
-    p.add_argument("--duration", type=float, default=15.0, help="concurrent-load seconds")
-    p.add_argument("--load_batch", type=int, default=16)
-    p.add_argument("--output", default=RESULTS)
-    args = p.parse_args(argv)
+    args = flags.serving_parser(__doc__).parse_args(argv)
     logging.set_verbosity(logging.WARNING)
     text = report(args, run(args))
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

@@ -30,7 +30,6 @@ step by step, so that load from other processes on a shared machine falls on all
 alike; CPU time per step (all threads) is reported next to wall time. MMoE is sized to MDL's parameter count with its
 config's size_field (benchmarks/quality.sized_overrides).
 """
-import argparse
 import dataclasses
 import datetime
 import glob
@@ -43,6 +42,11 @@ import sys
 import tempfile
 import time
 
+from benchmarks import flags
+
+# --help answers before TensorFlow loads (tens of seconds on a busy machine).
+flags.start_script(__name__, __doc__, flags.train_throughput_parser)
+
 import mdl_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
@@ -50,18 +54,17 @@ from absl import logging
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import peers, quality
+from benchmarks.flags import DEEPCTR_MMOE
 from mdl_tf import data, datasets, distribute, export, train
 from mdl_tf.contract import signatures as signature_names
 from mdl_tf.datasets import synthetic
 from mdl_tf.models import build_model, make_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("mdl", "mmoe")
 ROWS = {"train": 20_480, "valid": 2048, "test": 2048}
 QUICK_ROWS = {"train": 8192, "valid": 256, "test": 256}
 IN_MEMORY_BATCHES = 4
 SERVING_BATCH, SERVING_SCENARIOS = 256, (3, 15)
-DEEPCTR_MMOE = "deepctr_mmoe"
 
 
 # --- configurations ------------------------------------------------------------------------
@@ -484,19 +487,7 @@ def targets(rate, extra):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batch_size", type=int, default=2048)
-    p.add_argument("--steps", type=int, default=12, help="timed steps per config per round")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--models", default=",".join(MODELS + (DEEPCTR_MMOE,)))
-    p.add_argument("--skip_default_run", action="store_true",
-                   help="don't measure the default training run's wall time and peak RSS")
-    p.add_argument("--quick", action="store_true",
-                   help="a check in a few minutes: fewer rows and steps, train steps only, "
-                        "no mixed precision, profile or default run; writes no files")
-    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results",
-                                                 "train_throughput.md"))
-    args = p.parse_args()
+    args = flags.train_throughput_parser(__doc__).parse_args()
     if args.quick:
         args.steps, args.rounds, args.skip_default_run = 4, 2, True
     logging.set_verbosity(logging.WARNING)

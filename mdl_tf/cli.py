@@ -5,6 +5,7 @@ Each entry point calls `help_without_tensorflow` before it imports TensorFlow, s
 config keys and the strategies are listed here statically (tests/test_cli.py checks them
 against the registry and mdl_tf/distribute.py), because reading them would load TensorFlow.
 """
+import argparse
 import contextlib
 import sys
 
@@ -70,6 +71,18 @@ def argparse_help_first(module_name, make_parser):
     """The same for argparse entry points: `make_parser()` prints the help and exits 0."""
     if module_name == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
         make_parser().parse_args()
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+    """argparse help with each flag's default after its text (unless None: the text says
+    what no value means), and the description (a module docstring with its example
+    commands) kept as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def define_train_flags():

@@ -3,6 +3,7 @@
   servable    one loaded SavedModel version answering PredictRequests
   manager     the versions under a base path: load the newest, warm up, swap
   server      PredictionService + ModelService (+ health, reflection), and its CLI
+  options     the server's options and flags (no gRPC or TensorFlow: --help answers at once)
   client      the library and CLI clients use, against this server or real TF Serving
   errors      ServingError: a gRPC status code with TF Serving's wording
   process     runs the server as a subprocess (demo, benchmark, tests)

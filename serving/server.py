@@ -18,8 +18,6 @@ serving/manager.py). It binds 127.0.0.1 unless --host says otherwise; TLS is on 
 (messages truncated to 1 KB as TF Serving does), one log line, and never stops the
 server. A request of more than --max_batch_size rows is refused with INVALID_ARGUMENT.
 """
-import argparse
-import dataclasses
 import functools
 import logging
 import os
@@ -30,7 +28,18 @@ from concurrent import futures
 
 # TensorFlow's C++ warnings would add a line per failed op, quoting the request's values
 # ("OP_REQUIRES failed ... value: '<bytes>'"); the server logs each rejection itself.
+# (Before mdl_tf is imported: it sets a milder level by default.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mdl_tf import cli, quiet
+# server.ServerOptions, server.parse_args and server.DEFAULT_MAX_BATCH_SIZE: API.
+from serving.options import (DEFAULT_MAX_BATCH_SIZE, ServerOptions,  # noqa: F401
+                             parse_args, parser)
+
+# --help answers before gRPC and TensorFlow load (tens of seconds on a busy machine).
+cli.argparse_help_first(__name__, parser)
+# As a script: TensorFlow loads here without the CUDA-stub lines of CPU-only machines.
+quiet.load_tensorflow_quietly(__name__)
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -44,36 +53,11 @@ from serving import errors
 from serving.manager import ModelManager
 
 log = logging.getLogger("serving.server")
-MiB = 1 << 20
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"].full_name
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 # "" is the whole server's health, as grpc.health.v1 defines it.
 HEALTH_SERVICES = ("", PREDICTION_SERVICE)
-# serving/deploy/batching_parameters.txt's max_batch_size: the largest request TF Serving
-# with that file accepts (without enable_large_batch_splitting).
-DEFAULT_MAX_BATCH_SIZE = 512
-
-
-@dataclasses.dataclass
-class ServerOptions:
-    model_name: str
-    model_base_path: str
-    host: str = "127.0.0.1"
-    port: int = 8500                          # 0: any free port (see LocalModelServer.port)
-    poll_seconds: float = 1.0                 # 0: load once, never poll
-    enable_warmup: bool = True
-    max_threads: int = 8
-    max_receive_message_bytes: int = 64 * MiB
-    max_send_message_bytes: int = 64 * MiB
-    ssl_cert_file: str | None = None
-    ssl_key_file: str | None = None
-    ssl_client_ca_file: str | None = None     # set: clients must present a certificate
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE   # rows per request; 0: no limit
-    max_num_load_retries: int = 5
-    load_retry_interval_s: float = 60.0
-    enable_health: bool = False
-    enable_reflection: bool = False
 
 
 def _answers_errors(method):
@@ -270,56 +254,6 @@ def start(options: ServerOptions) -> LocalModelServer:
 
 
 # --- CLI ---------------------------------------------------------------------------------
-def parse_args(argv=None) -> ServerOptions:
-    d = ServerOptions("", "")
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model_name", default="mdl", help="name clients put in ModelSpec.name")
-    p.add_argument("--model_base_path", required=True,
-                   help="directory of numeric version directories (an export base)")
-    p.add_argument("--host", default=d.host, help="address to bind (0.0.0.0: all interfaces)")
-    p.add_argument("--port", type=int, default=d.port, help="gRPC port (0: a free one)")
-    p.add_argument("--file_system_poll_wait_seconds", type=float, default=d.poll_seconds,
-                   help="seconds between scans for new versions (0: never)")
-    p.add_argument("--enable_model_warmup", type=_bool, default=d.enable_warmup,
-                   help="replay assets.extra/tf_serving_warmup_requests on load")
-    p.add_argument("--grpc_max_threads", type=int, default=d.max_threads)
-    p.add_argument("--max_receive_message_bytes", type=int, default=d.max_receive_message_bytes)
-    p.add_argument("--max_send_message_bytes", type=int, default=d.max_send_message_bytes)
-    p.add_argument("--ssl_cert_file", help="PEM server certificate (turns TLS on)")
-    p.add_argument("--ssl_key_file", help="PEM private key of --ssl_cert_file")
-    p.add_argument("--ssl_client_ca_file", help="PEM CA; clients must present a cert it signed")
-    p.add_argument("--max_batch_size", type=int, default=d.max_batch_size,
-                   help="most rows one request may ask for; larger ones get INVALID_ARGUMENT "
-                   "(default: serving/deploy/batching_parameters.txt's; 0: no limit)")
-    p.add_argument("--max_num_load_retries", type=int, default=d.max_num_load_retries,
-                   help="times a version that failed to load is tried again (TF Serving's)")
-    p.add_argument("--load_retry_interval_micros", type=int,
-                   default=int(d.load_retry_interval_s * 1e6),
-                   help="microseconds between load retries (TF Serving's; default 1 minute)")
-    p.add_argument("--enable_grpc_healthcheck_service", type=_bool, default=d.enable_health,
-                   help="serve grpc.health.v1 (TF Serving's flag; off by default)")
-    p.add_argument("--enable_reflection", type=_bool, default=d.enable_reflection,
-                   help="serve gRPC server reflection, e.g. for grpcurl (TF Serving has none)")
-    a = p.parse_args(argv)
-    return ServerOptions(
-        model_name=a.model_name, model_base_path=a.model_base_path, host=a.host, port=a.port,
-        poll_seconds=a.file_system_poll_wait_seconds, enable_warmup=a.enable_model_warmup,
-        max_threads=a.grpc_max_threads, max_receive_message_bytes=a.max_receive_message_bytes,
-        max_send_message_bytes=a.max_send_message_bytes, ssl_cert_file=a.ssl_cert_file,
-        ssl_key_file=a.ssl_key_file, ssl_client_ca_file=a.ssl_client_ca_file,
-        max_batch_size=a.max_batch_size, max_num_load_retries=a.max_num_load_retries,
-        load_retry_interval_s=a.load_retry_interval_micros / 1e6,
-        enable_health=a.enable_grpc_healthcheck_service, enable_reflection=a.enable_reflection)
-
-
-def _bool(text):
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
-
-
 def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     options = parse_args(argv)
@@ -327,8 +261,6 @@ def main(argv=None):
         print(f"error: --model_base_path {options.model_base_path} is not a directory",
               file=sys.stderr)
         return 2
-    from mdl_tf import quiet  # TF loaded with the imports above: drops only the cuInit line
-    quiet.load_tensorflow_quietly(__name__)
     try:
         server = start(options)
     except (ValueError, OSError, RuntimeError) as e:

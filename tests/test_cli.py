@@ -11,13 +11,19 @@ import pytest
 from conftest import REPO
 from mdl_tf import cli, options
 
+BENCHMARKS = ["quality", "learning_curve", "extend", "train_throughput", "serving", "scaling",
+              "optimizers", "pipelines"]
 ENTRY_POINTS = ["mdl_tf.train", "mdl_tf.evaluate", "mdl_tf.export", "mdl_tf.visualize",
-                "mdl_tf.demo", "mdl_tf.infer", "mdl_tf.schema infer", "serving.client"]
-# Runs the module as a script, then reports whether TensorFlow was imported.
+                "mdl_tf.demo", "mdl_tf.infer", "mdl_tf.schema infer", "serving.client",
+                "serving.server", *(f"benchmarks.{name}" for name in BENCHMARKS)]
+HEAVY = ("tensorflow", "grpc", "apache_beam", "sklearn")
+# Runs the module as a script, then reports whether TensorFlow (or another slow import) was
+# imported.
 PROBE = ("import runpy, sys\nsys.argv = [sys.argv[1]] + sys.argv[2:]\ntry:\n"
          "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
          "except SystemExit as e:\n    code = e.code or 0\nelse:\n    code = 0\n"
          "print('TF_LOADED' if 'tensorflow' in sys.modules else 'TF_NOT_LOADED')\n"
+         f"print('SLOW_IMPORTS=' + ','.join(sorted({HEAVY!r} & sys.modules.keys())))\n"
          "sys.exit(code)\n")
 
 
@@ -34,7 +40,38 @@ def test_help_exits_0_without_importing_tensorflow(entry):
     run = help_text(entry)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "TF_NOT_LOADED" in run.stdout, f"{entry} --help imported TensorFlow"
+    assert "SLOW_IMPORTS=\n" in run.stdout, f"{entry} --help: {run.stdout.splitlines()[-1]}"
     assert "--" in run.stdout
+
+
+@pytest.mark.parametrize("entry, flags", [
+    ("serving.server", ["--model_base_path", "--max_batch_size", "(default: 512)",
+                        "microseconds"]),
+    ("benchmarks.quality", ["--models", "--budget", "--train_fraction", "(default: 1024)",
+                            "sk_hgb"]),
+    ("benchmarks.learning_curve", ["--baselines", "--num_scenarios", "--budget"]),
+    ("benchmarks.extend", ["--holdout", "--fractions", "(default: movielens)"]),
+    ("benchmarks.train_throughput", ["--quick", "--rounds", "deepctr_mmoe"]),
+    ("benchmarks.serving", ["--model_dir", "--threads", "seconds"]),
+    ("benchmarks.scaling", ["--d_models", "--layers", "(default: 16,32,64)"]),
+    ("benchmarks.optimizers", ["--epochs", "--out"]),
+    ("benchmarks.pipelines", ["--rows", "--direct_running_mode", "(default: 1000000)"]),
+])
+def test_argparse_help_names_flags_and_defaults(entry, flags):
+    out = help_text(entry).stdout
+    assert f"usage: python -m {entry}" in out
+    for text in flags:
+        assert text in out, f"{entry} --help lacks {text!r}"
+
+
+def test_every_argparse_flag_has_help():
+    from benchmarks import flags
+    from serving import options
+    parsers = [options.parser()] + [getattr(flags, f"{name}_parser")("doc")
+                                    for name in BENCHMARKS]
+    for parser in parsers:
+        for action in parser._actions:
+            assert action.help, f"{parser.prog}: {action.option_strings} has no help"
 
 
 def test_train_help_lists_models_config_keys_and_defaults():
@@ -54,6 +91,9 @@ def test_static_lists_match_the_registry_and_distribute():
     from mdl_tf import calibration
     assert cli.CALIBRATION_METHODS == calibration.METHODS
     assert options.DEFAULT_PS_MIN_SHARD_BYTES == distribute.DEFAULT_PS_MIN_SHARD_BYTES
+    from benchmarks import flags
+    from mdl_tf.models.registry import BASELINES
+    assert flags.BASELINES == BASELINES
 
 
 def readme_blocks(*languages):
