@@ -1,7 +1,7 @@
 """Evidence for `mdl_tf.extend`: a scenario held out of training, then added.
 
-    python -m benchmarks.extend --dataset epinions --data_dir ../shared/data/epinions_mdmt/raw
-    python -m benchmarks.extend --dataset movielens --holdout age_ge35 --seeds 3
+    python -m benchmarks.extend --dataset epinions --epochs 1 --extend_epochs 6 --batch_size 2048
+    python -m benchmarks.extend --dataset movielens --holdout age_ge35 --name extend_movielens
 
 Protocol, per seed:
 - base: MDL trained (early stopping on the mean validation AUC) on every split with the
@@ -15,9 +15,9 @@ Protocol, per seed:
 Every arm is scored on H's test rows (the full test split): AUC per task; wall time
 of each arm (training, evaluation and loading; no export). Mean ± sample std over seeds.
 
-Writes <out_dir>/extend.json ({"dataset", "command", "holdout", "settings", "tasks",
+Writes <out_dir>/<name>.json (--name, default extend; {"dataset", "command", "holdout", "settings", "tasks",
 "arms": [{"arm", "fraction", "auc": {task: {"mean", "std", "values"}}, "seconds":
-{"mean", "std", "values"}}]}), extend.md and extend.png. Held-out copies of the data go
+{"mean", "std", "values"}}]}), <name>.md and <name>.png. Held-out copies of the data go
 under --work_dir (never into the repository).
 """
 from __future__ import annotations
@@ -125,7 +125,7 @@ def run_seed(seed, args, full_schema, data_dir, base_schema, log):
         result = extend.extend(extend.ExtendOptions(
             model_dir=os.path.join(work, "base"), add_scenario=h, dataset=full_schema,
             data_dir=data_dir, model_dir_out=os.path.join(work, f"extend_{fraction}"),
-            epochs=args.epochs if fraction > 0 else 0, train_fraction=fraction,
+            epochs=args.extend_epochs if fraction > 0 else 0, train_fraction=fraction,
             batch_size=args.batch_size, early_stopping_patience=args.patience,
             eval_split="test", seed=seed, export=False))
         out[name] = (_aucs(result["metrics"], h), result["seconds"])
@@ -158,6 +158,7 @@ def summarise(per_seed, args, tasks, command):
                      "seconds": _stats([r[name][1] for r in per_seed])})
     return {"dataset": args.dataset, "command": command, "holdout": args.holdout,
             "settings": {"backbone": backbone(args), "epochs": args.epochs,
+                         "extend_epochs": args.extend_epochs,
                          "patience": args.patience, "batch_size": args.batch_size,
                          "lr": args.lr, "fractions": args.fractions,
                          "seeds": args.seeds},
@@ -208,9 +209,9 @@ def chart(summary, path):
     plt.close(fig)
 
 
-def write_reports(summary, out_dir):
+def write_reports(summary, out_dir, name):
     os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, "extend")
+    base = os.path.join(out_dir, name)
     with open(base + ".json", "w") as fh:
         json.dump(json_safe(summary), fh, indent=2)
     with open(base + ".md", "w") as fh:
@@ -226,6 +227,7 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    args.extend_epochs = args.epochs if args.extend_epochs is None else args.extend_epochs
     logging.set_verbosity(logging.WARNING)
     command = "python -m benchmarks.extend " + shlex.join(argv)
     schema, data_dir = prepare_dataset(args.dataset, args.data_dir, args.work_dir,
@@ -242,7 +244,7 @@ def main(argv=None):
     per_seed = [run_seed(seed, args, full, data_dir, base, log) for seed in range(args.seeds)]
     summary = summarise(per_seed, args, schema.task_names, command)
     print(markdown(summary))
-    print(f"wrote {write_reports(summary, args.out_dir)}.json, .md, .png")
+    print(f"wrote {write_reports(summary, args.out_dir, args.name)}.json, .md, .png")
     return summary
 
 

@@ -145,8 +145,7 @@ def learning_curve_parser(doc):
 def extend_parser(doc):
     p = _parser("extend", doc)
     p.add_argument("--dataset", default="movielens",
-                   help="a built-in dataset (epinions once its recipe is there, movielens, "
-                        "synthetic)")
+                   help="a built-in dataset (epinions, movielens, synthetic)")
     p.add_argument("--data_dir", default=None, help="raw files of the dataset's recipe "
                    "(default: the recipe's)")
     p.add_argument("--holdout", default=None, help="scenario held out (default: the last)")
@@ -154,7 +153,11 @@ def extend_parser(doc):
                    help="fractions in (0, 1] of the held-out scenario's training rows "
                    "extend trains on (comma-separated)")
     p.add_argument("--seeds", type=int, default=3, help="repetitions of every arm")
-    p.add_argument("--epochs", type=int, default=6, help="at most this many epochs per run")
+    p.add_argument("--epochs", type=int, default=6,
+                   help="at most this many epochs per base and full-retrain run")
+    p.add_argument("--extend_epochs", type=int, default=None,
+                   help="at most this many epochs per extend run (default: --epochs); the "
+                   "held-out scenario's rows are few, so more passes over them are cheap")
     p.add_argument("--patience", type=int, default=1,
                    help="epochs without a better validation AUC before stopping")
     p.add_argument("--batch_size", type=int, default=1024, help="rows per training batch")
@@ -165,7 +168,8 @@ def extend_parser(doc):
     p.add_argument("--synthetic_rows", type=int, default=80_000,
                    help="--dataset synthetic: training rows (valid and test: a quarter each)")
     p.add_argument("--out_dir", default="benchmarks/results",
-                   help="where extend.json, .md and .png go")
+                   help="where <name>.json, .md and .png go")
+    p.add_argument("--name", default="extend", help="name of the outputs")
     p.add_argument("--work_dir", default="runs/bench_extend",
                    help="prepared and held-out data, model directories")
     return p

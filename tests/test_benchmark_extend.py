@@ -10,11 +10,13 @@ from benchmarks import extend as bench
 def test_extend_benchmark_writes_every_arm(tmp_path):
     summary = bench.main([
         "--dataset", "synthetic", "--synthetic_rows", "2000", "--holdout", "mall",
-        "--seeds", "1", "--epochs", "1", "--fractions", "1", "--d_model", "8",
+        "--seeds", "1", "--epochs", "1", "--extend_epochs", "2", "--fractions", "1", "--d_model", "8",
         "--num_layers", "1", "--num_heads", "2", "--batch_size", "256",
-        "--work_dir", str(tmp_path / "work"), "--out_dir", str(tmp_path / "out")])
-    with open(tmp_path / "out" / "extend.json") as fh:
+        "--work_dir", str(tmp_path / "work"), "--out_dir", str(tmp_path / "out"),
+        "--name", "extend_tiny"])
+    with open(tmp_path / "out" / "extend_tiny.json") as fh:
         saved = json.load(fh)
+    assert saved["settings"]["epochs"] == 1 and saved["settings"]["extend_epochs"] == 2
     assert saved["holdout"] == "mall" and saved["tasks"] == ["click", "like", "favourite"]
     assert [a["arm"] for a in saved["arms"]] == [
         "base (without the scenario)", "zero-shot (global token)", "extend 100%",
@@ -26,5 +28,5 @@ def test_extend_benchmark_writes_every_arm(tmp_path):
         assert arm["seconds"]["mean"] > 0
     assert saved["arms"][0]["auc"] is None
     assert np.isclose(summary["arms"][1]["seconds"]["mean"], saved["arms"][1]["seconds"]["mean"])
-    assert "| zero-shot (global token) |" in (tmp_path / "out" / "extend.md").read_text()
-    assert (tmp_path / "out" / "extend.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| zero-shot (global token) |" in (tmp_path / "out" / "extend_tiny.md").read_text()
+    assert (tmp_path / "out" / "extend_tiny.png").read_bytes()[:4] == b"\x89PNG"
