@@ -243,9 +243,11 @@ def extension_datasets(model, schema, data_dir, opts: ExtendOptions):
                                bad_rows=opts.bad_rows, transform=train.encoder_transform(model))
         return ds.unbatch().filter(keep)
 
-    train_rows = keep_fraction(rows("train"), opts.train_fraction)
+    # Cached in memory: the new rows are a small part of the files, and each epoch would
+    # otherwise read and parse every file again to find them.
+    train_rows = keep_fraction(rows("train"), opts.train_fraction).cache()
     train_ds = train_rows.shuffle(10_000, seed=opts.seed).batch(opts.batch_size)
-    return train_ds, rows("valid").batch(opts.batch_size)
+    return train_ds, rows("valid").cache().batch(opts.batch_size)
 
 
 # --- lineage ----------------------------------------------------------------------------
