@@ -24,8 +24,12 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(PY) -m mdl_tf.demo --model_dir runs/demo
 
+# Two pytest workers, each test file whole on one of them (module fixtures are built once);
+# much of the suite waits on servers and subprocesses, so two overlap well on 2 cores.
+TEST_WORKERS ?= 2
+
 test: install-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf runs build *.egg-info

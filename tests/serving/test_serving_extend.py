@@ -144,6 +144,20 @@ def test_adding_a_task_leaves_old_tasks_unchanged(base, with_task):
     assert not np.isnan(with_task["metrics"]["overall"][NEW_TASK]["auc"])
 
 
+def test_finetune_all_trains_the_old_weights_too(base, work):
+    """--finetune all: every variable trains (at the small default rate), the feature tables
+    included, so old scenarios' outputs may change; the new scenario is scored."""
+    tuned = _extend(base, work, "with_mall_all", add_scenario=NEW_SCENARIO,
+                    dataset=work["with_mall"], data_dir=work["data_dir"], finetune="all",
+                    export=False)
+    pairs = list(zip(base["model"].embedding.trainable_variables,
+                     tuned["model"].embedding.trainable_variables))
+    assert pairs and all(a.shape == b.shape for a, b in pairs)
+    assert all(not np.array_equal(a.numpy(), b.numpy()) for a, b in pairs)
+    assert not np.isnan(tuned["metrics"]["scenarios"][NEW_SCENARIO]["click"]["auc"])
+    assert dict(tuned["model"].schema.lineage[-1])["finetune"] == "all"
+
+
 # --- units: initialisation, masks, bad requests -------------------------------------------
 def _opts(**kwargs):
     return extend.ExtendOptions(model_dir="unused", model_dir_out="unused", **kwargs)
