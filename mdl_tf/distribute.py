@@ -149,7 +149,7 @@ class Distribution:
         return path if self.is_chief else os.path.join(path, ".workers", self.task_name)
 
 
-def make_distribution(name: str = "default", *, jit_compile: bool = True, tpu: str | None = None,
+def make_distribution(name: str = "default", *, jit_compile: bool = False, tpu: str | None = None,
                       ps_min_shard_bytes: int = DEFAULT_PS_MIN_SHARD_BYTES,
                       tf_config: str | None = None) -> Distribution:
     """The Distribution for --strategy `name` (TF_CONFIG from the environment by default)."""

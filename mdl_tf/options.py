@@ -25,7 +25,9 @@ class TrainOptions:
     embedding_learning_rate: float | None = None
     embedding_weight_decay: float = 0.0  # decoupled (AdamW-style) decay of the tables
     adagrad_initial_accumulator: float = 0.1   # Keras' default; small values suit a mean loss
-    jit_compile: bool = True
+    # Off: on CPU XLA ran MDL's train step at 0.98x the speed without it (batch 2048,
+    # benchmarks/results/train_throughput.md) and adds its compilation; --jit_compile on GPU.
+    jit_compile: bool = False
     seed: int = 0
     early_stopping_patience: int = 2
     eval_split: str = "valid"

@@ -4,24 +4,23 @@
     python -m mdl_tf.train --dataset path/to/schema.yaml --model_dir runs/x --steps 2000
     TF_CONFIG=... python -m mdl_tf.train --strategy multi_worker --model_dir /shared/runs/x
 
-Trains with XLA (`--jit_compile`), checkpoints every epoch and resumes from the latest
-checkpoint in `--model_dir`; a killed run restarted with the same command resumes from its
-last backup (every `--backup_every` steps, BackupAndRestore) and ends where it would have
-ended, early stopping included (mdl_tf/resume.py); a finished run is not trained again
-unless `--force_retrain`. Logs to TensorBoard, stops early on the mean validation AUC, then
-evaluates (per scenario x task; writes metrics_<split>.json) and exports a SavedModel to
-`<model_dir>/export/<version>/`.
+Trains (XLA only with `--jit_compile`: no faster on CPU, see BUILD.md), checkpoints every
+epoch and resumes from the latest checkpoint in `--model_dir`; a killed run restarted with
+the same command resumes from its last backup (every `--backup_every` steps,
+BackupAndRestore) and ends where it would have ended, early stopping included
+(mdl_tf/resume.py); a finished run is not trained again unless `--force_retrain`. Logs to
+TensorBoard, stops early on the mean validation AUC, then evaluates (per scenario x task;
+writes metrics_<split>.json) and exports a SavedModel to `<model_dir>/export/<version>/`.
 `--calibrate platt|isotonic` first fits a post-hoc calibration per scenario x task on the
 validation split (mdl_tf/calibration.py): the metrics file then has the calibrated metrics
-too, and the export serves calibrated probabilities. Every split is checked for a usable
-row before training; `--bad_rows` applies to every split, final evaluation included, with
+too, and the export serves calibrated probabilities. Every split is checked for a usable row
+before training; `--bad_rows` applies to every split, final evaluation included, with
 skipped rows counted per file and reason (log and run.json) and limited by
-`--max_bad_fraction`; a non-finite training loss stops the run with an error. `--strategy` and
-`--mixed_precision` choose the tf.distribute strategy and dtype policy (mdl_tf/distribute.py);
-only the chief writes the run's files, evaluates and exports. The CLI only parses flags into
-TrainOptions; `train()` is the library entry point.
-"""
-from __future__ import annotations
+`--max_bad_fraction`; a non-finite training loss stops the run with an error. `--strategy`
+and `--mixed_precision` choose the tf.distribute strategy and dtype policy
+(mdl_tf/distribute.py); only the chief writes the run's files, evaluates and exports. The
+CLI only parses flags into TrainOptions; `train()` is the library entry point. """ from
+__future__ import annotations
 
 import contextlib
 import gzip
