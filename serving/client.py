@@ -68,6 +68,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from mdl_tf import dialect, schema as schema_lib
 from mdl_tf.contract import requests, signatures
+from serving.errors import without_graph_internals
 
 State = get_model_status_pb2.ModelVersionStatus.State
 MiB = 1 << 20
@@ -229,7 +230,9 @@ def main(argv=None):
                                              task=args.task, signature=args.signature)
                 out = {k: np.asarray(v).tolist() for k, v in scores.items()}
         except grpc.RpcError as e:
-            print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+            # TF Serving passes a graph error on with its node names (our server strips them).
+            print(f"error: {e.code().name}: {without_graph_internals(e.details() or '')}",
+                  file=sys.stderr)
             return 1
         except (ValueError, TimeoutError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
