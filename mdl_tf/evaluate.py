@@ -68,11 +68,12 @@ def metrics_path(model_dir, split):
 
 
 def evaluate(model, schema, split, data_dir, output=None, batch_size=4096, calibration=None,
-             bad_rows="error", counter=None):
+             bad_rows="error", counter=None, predictions=None):
     """Metrics of `split`; with a Calibration, also those of the calibrated scores;
-    bad_rows="skip" drops (and counts in `counter`) bad rows."""
-    probs, labels, membership, groups = predict_split(model, schema, split, data_dir,
-                                                      batch_size, bad_rows, counter)
+    bad_rows="skip" drops (and counts in `counter`) bad rows. `predictions`: predict_split's
+    result for this split when the caller has it already (calibrate's), else computed."""
+    probs, labels, membership, groups = predictions or predict_split(
+        model, schema, split, data_dir, batch_size, bad_rows, counter)
     result = {"split": split, **metrics.scenario_task_metrics(
         probs, labels, membership, schema.scenario_names, schema.task_names, groups)}
     if calibration is not None:
@@ -101,14 +102,15 @@ def calibrated_metrics(calibration, probs, labels, membership, schema, groups=No
 
 def calibrate(model, schema, data_dir, method, model_dir, split="valid", batch_size=4096,
               bad_rows="error", counter=None):
-    """Fits the calibration of every scenario x task on `split`, saves it as
-    <model_dir>/calibration.json and returns it."""
-    probs, labels, membership, _ = predict_split(model, schema, split, data_dir, batch_size,
-                                                 bad_rows, counter)
+    """Fits the calibration of every scenario x task on `split` and saves it as
+    <model_dir>/calibration.json. Returns (the Calibration, the split's predictions: for
+    evaluate() to reuse instead of predicting the split again)."""
+    predictions = predict_split(model, schema, split, data_dir, batch_size, bad_rows, counter)
+    probs, labels, membership, _ = predictions
     fitted = calibration_lib.fit(method, probs, labels, membership, schema.scenario_names,
                                  schema.task_names, fitted_on=split)
     fitted.save(calibration_lib.model_file(model_dir))
-    return fitted
+    return fitted, predictions
 
 
 def print_tables(result, title):
@@ -136,15 +138,17 @@ def main(argv):
     with cli.user_errors():
         model, schema, info = runs.restore_model(FLAGS.model_dir)
         data_dir = FLAGS.data_dir or info["data_dir"]
+        predictions = None
         if FLAGS.calibrate:
-            fitted = calibrate(model, schema, data_dir, FLAGS.calibrate, FLAGS.model_dir,
-                               batch_size=FLAGS.batch_size, bad_rows=FLAGS.bad_rows,
-                               counter=counter)
+            fitted, valid = calibrate(model, schema, data_dir, FLAGS.calibrate,
+                                      FLAGS.model_dir, batch_size=FLAGS.batch_size,
+                                      bad_rows=FLAGS.bad_rows, counter=counter)
+            predictions = valid if FLAGS.split == "valid" else None
         else:
             fitted = calibration_lib.load_for(FLAGS.model_dir, schema)
         result = evaluate(model, schema, FLAGS.split, data_dir,
                           FLAGS.output or metrics_path(FLAGS.model_dir, FLAGS.split),
-                          FLAGS.batch_size, fitted, FLAGS.bad_rows, counter)
+                          FLAGS.batch_size, fitted, FLAGS.bad_rows, counter, predictions)
         if counter is not None:
             print(f"bad rows ({FLAGS.split}): {counter.summary()}")
             counter.check(f"split '{FLAGS.split}'", FLAGS.max_bad_fraction)

@@ -428,13 +428,14 @@ def train(opts: TrainOptions) -> dict:
     # A float32, strategy-free copy of the final weights serves and evaluates.
     final = model if distribution.name == "default" and not policy else runs.restore_model(
         opts.model_dir)[0]
-    fitted = fit_calibration(final, schema, data_dir, opts)
     if opts.bad_rows == "skip":
         counters[f"evaluation ({opts.eval_split})"] = data.BadRowCounter()
+    counter = counters.get(f"evaluation ({opts.eval_split})")
+    fitted, predictions = fit_calibration(final, schema, data_dir, opts, counter)
     result = evaluate.evaluate(final, schema, opts.eval_split, data_dir,
                                evaluate.metrics_path(opts.model_dir, opts.eval_split),
-                               calibration=fitted, bad_rows=opts.bad_rows,
-                               counter=counters.get(f"evaluation ({opts.eval_split})"))
+                               calibration=fitted, bad_rows=opts.bad_rows, counter=counter,
+                               predictions=predictions)
     if counters:
         report_bad_rows(opts.model_dir, counters, opts.max_bad_fraction)
     evaluate.print_tables(result, f"{schema.name} / {opts.model} / split={opts.eval_split}")
@@ -447,17 +448,22 @@ def train(opts: TrainOptions) -> dict:
     return {"metrics": result, "export_path": export_path, "history": history, "model": model}
 
 
-def fit_calibration(model, schema, data_dir, opts):
-    """--calibrate: the Calibration fitted on "valid" (saved in model_dir), else None. A
-    calibration.json left by an earlier run is removed: it belongs to other weights."""
+def fit_calibration(model, schema, data_dir, opts, counter=None):
+    """--calibrate: (the Calibration fitted on "valid", saved in model_dir; the validation
+    predictions when opts.eval_split is "valid", for the evaluation to reuse, their bad
+    rows counted in `counter`), else (None, None). A calibration.json left by an earlier
+    run is removed: it belongs to other weights."""
     path = calibration.model_file(opts.model_dir)
     if opts.calibrate:
-        return evaluate.calibrate(model, schema, data_dir, opts.calibrate, opts.model_dir,
-                                  bad_rows=opts.bad_rows)
+        reuse = opts.eval_split == "valid"
+        fitted, predictions = evaluate.calibrate(
+            model, schema, data_dir, opts.calibrate, opts.model_dir, bad_rows=opts.bad_rows,
+            counter=counter if reuse else None)
+        return fitted, predictions if reuse else None
     if os.path.exists(path):
         os.remove(path)
         print(f"removed {path}: fitted for earlier weights (use --calibrate to refit)")
-    return None
+    return None, None
 
 
 def check_finished(opts, distribution, epochs) -> dict | None:

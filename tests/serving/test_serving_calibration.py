@@ -27,9 +27,11 @@ def calibrated(tiny_run, tmp_path_factory):
     with open(os.path.join(model_dir, "run.json")) as fh:
         data_dir = json.load(fh)["data_dir"]
     opts = train.TrainOptions(model_dir=model_dir, calibrate="isotonic")
-    fitted = train.fit_calibration(model, model.schema, data_dir, opts)
+    fitted, predictions = train.fit_calibration(model, model.schema, data_dir, opts)
+    assert predictions[0].shape == (2000, model.schema.num_tasks)   # reused: valid = eval
     result = evaluate.evaluate(model, model.schema, "valid", data_dir,
-                               evaluate.metrics_path(model_dir, "valid"), calibration=fitted)
+                               evaluate.metrics_path(model_dir, "valid"), calibration=fitted,
+                               predictions=predictions)
     path = export.export_saved_model(model, os.path.join(model_dir, "export"),
                                      calibration=fitted)
     return {"model_dir": model_dir, "fitted": fitted, "metrics": result, "export_path": path,
@@ -103,5 +105,5 @@ def test_training_without_calibrate_removes_a_stale_calibration(calibrated, tmp_
     shutil.copytree(calibrated["model_dir"], model_dir, ignore=shutil.ignore_patterns("export"))
     assert os.path.exists(calibration.model_file(model_dir))
     opts = train.TrainOptions(model_dir=model_dir)
-    assert train.fit_calibration(None, None, None, opts) is None
+    assert train.fit_calibration(None, None, None, opts) == (None, None)
     assert not os.path.exists(calibration.model_file(model_dir))
