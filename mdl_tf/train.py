@@ -19,8 +19,9 @@ skipped rows counted per file and reason (log and run.json) and limited by
 `--max_bad_fraction`; a non-finite training loss stops the run with an error. `--strategy`
 and `--mixed_precision` choose the tf.distribute strategy and dtype policy
 (mdl_tf/distribute.py); only the chief writes the run's files, evaluates and exports. The
-CLI only parses flags into TrainOptions; `train()` is the library entry point. """ from
-__future__ import annotations
+CLI only parses flags into TrainOptions; `train()` is the library entry point.
+"""
+from __future__ import annotations
 
 import contextlib
 import gzip
