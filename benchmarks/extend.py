@@ -119,6 +119,7 @@ def run_seed(seed, args, full_schema, data_dir, base_schema, log):
     start = time.time()
     _train(base_schema, None, os.path.join(work, "base"), args, seed)
     out = {"base (without the scenario)": (None, time.time() - start)}
+    log(f"seed {seed} base (without the scenario): {out['base (without the scenario)']}")
     arms = [("zero-shot (global token)", 0.0)] + [
         (f"extend {f:.0%}", f) for f in args.fractions]
     for name, fraction in arms:
@@ -134,6 +135,32 @@ def run_seed(seed, args, full_schema, data_dir, base_schema, log):
     full = _train(full_schema, data_dir, os.path.join(work, "full"), args, seed)
     out["full retrain"] = (_aucs(full["metrics"], h), time.time() - start)
     log(f"seed {seed} full retrain: {out['full retrain']}")
+    return out
+
+
+def seed_settings(args):
+    """What a seed's results depend on: a saved seed is reused only under the same."""
+    return {"dataset": args.dataset, "holdout": args.holdout, "backbone": backbone(args),
+            "epochs": args.epochs, "extend_epochs": args.extend_epochs,
+            "patience": args.patience, "batch_size": args.batch_size, "lr": args.lr,
+            "fractions": args.fractions}
+
+
+def saved_or_run_seed(seed, args, full_schema, data_dir, base_schema, log):
+    """run_seed's result, saved as <work_dir>/seed<N>.json; a seed saved there under the
+    same settings is reused, so an interrupted command resumes after its last whole seed."""
+    path = os.path.join(args.work_dir, f"seed{seed}.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            saved = json.load(fh)
+        if saved["settings"] == json_safe(seed_settings(args)):
+            log(f"seed {seed}: finished arms reused from {path}")
+            return {arm: (r["auc"], r["seconds"]) for arm, r in saved["arms"].items()}
+    out = run_seed(seed, args, full_schema, data_dir, base_schema, log)
+    with open(path, "w") as fh:
+        json.dump(json_safe({"settings": seed_settings(args), "arms": {
+            arm: {"auc": auc, "seconds": seconds} for arm, (auc, seconds) in out.items()}}),
+            fh, indent=2)
     return out
 
 
@@ -157,11 +184,8 @@ def summarise(per_seed, args, tasks, command):
                          t: _stats([a[t] for a in aucs]) for t in tasks},
                      "seconds": _stats([r[name][1] for r in per_seed])})
     return {"dataset": args.dataset, "command": command, "holdout": args.holdout,
-            "settings": {"backbone": backbone(args), "epochs": args.epochs,
-                         "extend_epochs": args.extend_epochs,
-                         "patience": args.patience, "batch_size": args.batch_size,
-                         "lr": args.lr, "fractions": args.fractions,
-                         "seeds": args.seeds},
+            "settings": {**{k: v for k, v in seed_settings(args).items()
+                            if k not in ("dataset", "holdout")}, "seeds": args.seeds},
             "tasks": tasks, "arms": arms}
 
 
@@ -241,7 +265,8 @@ def main(argv=None):
 
     def log(msg):
         print(msg, flush=True)
-    per_seed = [run_seed(seed, args, full, data_dir, base, log) for seed in range(args.seeds)]
+    per_seed = [saved_or_run_seed(seed, args, full, data_dir, base, log)
+                for seed in range(args.seeds)]
     summary = summarise(per_seed, args, schema.task_names, command)
     print(markdown(summary))
     print(f"wrote {write_reports(summary, args.out_dir, args.name)}.json, .md, .png")
