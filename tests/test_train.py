@@ -102,8 +102,7 @@ def test_train_cli_reports_bad_rows_with_file_line_and_column(tiny_dataset, tmp_
         (data_dir / f"{split}.csv").write_text("\n".join(lines) + "\n")
     schema = os.path.join(tiny_dataset, "schema.yaml")
     args = ("mdl_tf.train", "--dataset", schema, "--data_dir", str(data_dir), "--model_dir",
-            str(tmp_path / "run"), "--steps", "4", "--steps_per_eval", "4", "--batch_size", "256",
-            "--nojit_compile",
+            str(tmp_path / "run"), "--epochs", "1", "--batch_size", "256", "--nojit_compile",
             "--config", "d_model=16", "--config", "num_layers=1", "--noexport")
     run = cli(*args)
     assert run.returncode == 2
