@@ -207,12 +207,12 @@ def make_jobs(root, micro_schema, data_dir):
 
     workers = localhost_addresses(2)
     jobs = {f"worker{i}": job(f"worker{i}", options(
-        "multi_worker", strategy="multi_worker", steps=6, steps_per_eval=6),
+        "multi_worker", strategy="multi_worker", steps=6, steps_per_eval=6, jit_compile=True),
         env={"TF_CONFIG": tf_config({"worker": workers}, "worker", i)}) for i in range(2)}
     # Two ps tasks rather than one, so that partitioning has servers to split over.
     jobs["ps"] = job("ps", options(
         "parameter_server", strategy="parameter_server", steps=20, steps_per_eval=10,
-        ps_min_shard_bytes=32 << 10, early_stopping_patience=1),
+        ps_min_shard_bytes=32 << 10, early_stopping_patience=1, jit_compile=True),
         ps_cluster={"workers": 2, "ps": 2})
     steps = {k: v for k, v in KILL.items() if k != "kill_at_step"}
     jobs["killed"] = job("killed", options("killed", jit_compile=False, export=False, **steps),
