@@ -42,7 +42,7 @@ from absl import logging
 
 from mdl_tf import data, datasets, dialect, extend, schema as schema_lib, train
 from mdl_tf.datasets import synthetic
-from benchmarks.quality import json_safe
+from benchmarks.quality import from_json, json_safe
 
 SPLITS = ("train", "valid", "test")
 
@@ -155,7 +155,9 @@ def saved_or_run_seed(seed, args, full_schema, data_dir, base_schema, log):
             saved = json.load(fh)
         if saved["settings"] == json_safe(seed_settings(args)):
             log(f"seed {seed}: finished arms reused from {path}")
-            return {arm: (r["auc"], r["seconds"]) for arm, r in saved["arms"].items()}
+            # A NaN AUC (a cell without both classes) was saved as null.
+            return {arm: (r["auc"] and from_json(r["auc"]), r["seconds"])
+                    for arm, r in saved["arms"].items()}
     out = run_seed(seed, args, full_schema, data_dir, base_schema, log)
     with open(path, "w") as fh:
         json.dump(json_safe({"settings": seed_settings(args), "arms": {
