@@ -17,6 +17,9 @@ Settings per model: the learning rate and weight decay chosen in a quality resul
 (`--from_results`, its "chosen"), else tuned on validation once, at the point with the
 most rows and scenarios, with quality's tuner and flags (`--tune_each_point`: at every
 point). Everything else is quality's protocol (exact-AUC early stopping, seeds, sample std).
+With `--from_results`, the point with all the training rows and scenarios reuses that file's
+test AUC per seed when its protocol is the same (those are the same runs). Every finished
+point is cached under <work_dir>/learning_curve/: run the same command again to resume.
 
 Writes <out_dir>/<name>_learning_curve.json (`{"points": [{"train_fraction",
 "num_scenarios", "model", "auc_mean", "auc_std", "per_seed"}, ...], "gaps": [...],
@@ -109,6 +112,31 @@ def point_record(fraction, k, spec, result, train_rows):
             "train_rows": train_rows, "chosen": result["chosen"], "params": result["params"]}
 
 
+# The settings that decide which final runs a point trains, besides its learning rate and
+# weight decay: a quality run's final seeds with the same values are this point's runs.
+TUNING_FIELDS = ("lrs", "weight_decays", "trials", "tune_seeds", "tune_train_fraction")
+
+
+def reused_point(summary, spec, settings, fraction, k, train_rows):
+    """The record of the point with all training rows and scenarios from a quality results
+    summary (`--from_results`) whose final seeds ran under the same protocol, else None:
+    the same runs need not train twice."""
+    theirs = {key: v for key, v in summary.get("settings", {}).items()
+              if key not in TUNING_FIELDS}
+    ours = {key: v for key, v in dataclasses.asdict(settings).items()
+            if key not in TUNING_FIELDS}
+    num_scenarios = len({c["scenario"] for c in summary["cells"]})
+    if (spec not in summary["models"] or theirs != json.loads(json.dumps(ours))
+            or fraction != settings.train_fraction or k != num_scenarios):
+        return None
+    per_seed = quality.from_json(summary["mean_over_cells"][spec]["per_seed"]["auc"])
+    return {"train_fraction": fraction, "num_scenarios": k, "model": spec,
+            "auc_mean": float(np.mean(per_seed)), "auc_std": quality.sample_std(per_seed),
+            "per_seed": per_seed, "train_rows": train_rows,
+            "chosen": summary["chosen"][spec], "params": summary["params"][spec],
+            "reused": "the final seeds of --from_results"}
+
+
 def gaps(points, mdl, baselines):
     """Per point: MDL's mean-over-cells test AUC minus the best baseline's (by mean), per
     seed (seed i against seed i) and its mean and sample std."""
@@ -185,15 +213,16 @@ def parse_args(argv):
     return flags.learning_curve_parser(__doc__).parse_args(argv)
 
 
-def chosen_from(path, specs):
+def load_results(path, specs):
+    """A quality results summary (None without a path); every spec must have been run."""
     if not path:
-        return {}
+        return None
     with open(path) as fh:
-        chosen = json.load(fh)["chosen"]
-    missing = [s for s in specs if s not in chosen]
+        summary = json.load(fh)
+    missing = [s for s in specs if s not in summary["chosen"]]
     if missing:
         raise SystemExit(f"{path} has no chosen settings for {', '.join(missing)}")
-    return {s: chosen[s] for s in specs}
+    return summary
 
 
 def main(argv=None):
@@ -206,7 +235,8 @@ def main(argv=None):
     specs = [args.mdl, *args.baselines]
     for spec in specs:
         quality.parse_spec(spec)
-    chosen = chosen_from(args.from_results, specs)
+    results = load_results(args.from_results, specs)
+    chosen = {s: results["chosen"][s] for s in specs} if results else {}
     bench = quality.load_data(args)
     counts = sorted({min(k, bench.schema.num_scenarios) for k in args.num_scenarios})
     points = plan(args.train_fractions, counts, args.full_grid)
@@ -217,18 +247,26 @@ def main(argv=None):
         quality.planned_work(spec, point_settings(settings, f, None, True))
         if tuned(spec, i) else settings.seeds * f
         for i, (f, _) in enumerate(points) for spec in specs))
-    start, records, merges = time.time(), [], {}
+    start, records, merges, name = time.time(), [], {}, args.name or args.dataset
     for i, (fraction, k) in enumerate(points):
         merged, merges[k] = merge_scenarios(bench, k)
         target = quality.budget_target(merged.schema, settings)
+        rows = len(merged.train(fraction))
         for spec in specs:
             s = point_settings(settings, fraction, chosen.get(spec), tuned(spec, i))
             progress.log(f"point: {fraction:g} of the training rows, {k} scenarios, {spec}")
-            result = quality.run_model(spec, merged, s, target, progress)
-            chosen.setdefault(spec, result["chosen"])
-            records.append(point_record(fraction, k, spec, result,
-                                        len(merged.train(fraction))))
-    name = args.name or args.dataset
+            record = results and reused_point(results, spec, s, fraction, k, rows)
+            if record:
+                progress.log(f"{spec}: test AUC per seed reused from {args.from_results}")
+            else:
+                # Each point's result is cached: an interrupted curve resumes after it.
+                cache = quality.ResultCache(os.path.join(
+                    args.work_dir, "learning_curve", name, f"{fraction:g}x{k}"), s, rows)
+                result = cache.get(spec, lambda spec=spec, s=s: quality.run_model(
+                    spec, merged, s, target, progress), progress)
+                record = point_record(fraction, k, spec, result, rows)
+            chosen.setdefault(spec, record["chosen"])
+            records.append(record)
     summary = {"name": name, "dataset": args.dataset,
                "command": "python -m benchmarks.learning_curve " + shlex.join(argv),
                "mdl": args.mdl, "baselines": args.baselines, "points": records,

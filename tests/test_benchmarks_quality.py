@@ -255,9 +255,10 @@ def test_learning_curve_json(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "load_data", lambda args: bench)
     monkeypatch.setattr(quality, "budget_target", lambda schema, s: 1)
     monkeypatch.setattr(quality, "run_model", fake_run_model)
-    learning_curve.main(["--dataset", "synthetic", "--baselines", "shared_bottom", "mmoe",
-                         "--train_fractions", "0.5,1", "--num_scenarios", "2,3",
-                         "--seeds", "2", "--lrs", "1e-3,2e-3", "--out_dir", str(tmp_path)])
+    argv = ["--dataset", "synthetic", "--baselines", "shared_bottom", "mmoe",
+            "--train_fractions", "0.5,1", "--num_scenarios", "2,3", "--seeds", "2",
+            "--lrs", "1e-3,2e-3", "--out_dir", str(tmp_path), "--work_dir", str(tmp_path)]
+    learning_curve.main(argv)
     with open(tmp_path / "synthetic_learning_curve.json") as fh:
         saved = json.load(fh)
     assert saved["command"].startswith("python -m benchmarks.learning_curve")
@@ -275,3 +276,40 @@ def test_learning_curve_json(bench, tmp_path, monkeypatch):
     assert calls[0] == ("mdl", 3, 1.0, (1e-3, 2e-3)) and calls[3][3] == (2e-3,)
     assert ("mdl", 2, 1.0, (2e-3,)) in calls and ("mmoe", 3, 0.5, (2e-3,)) in calls
     assert os.path.getsize(tmp_path / "synthetic_learning_curve.png") > 0
+
+    # Run again: every point comes from the cache, nothing trains.
+    runs = len(calls)
+    learning_curve.main(argv)
+    assert len(calls) == runs
+
+
+def test_learning_curve_reuses_the_quality_runs_of_the_full_point(bench, tmp_path, monkeypatch):
+    argv = ["--dataset", "synthetic", "--seeds", "2", "--lrs", "2e-3",
+            "--out_dir", str(tmp_path), "--work_dir", str(tmp_path)]
+    specs = ["mdl", "shared_bottom", "mmoe"]
+    settings = quality.settings_from_args(quality.parse_args(argv + ["--models", *specs]))
+    results = [fake_result(spec, bench, 2, seed0=i) for i, spec in enumerate(specs)]
+    for result in results:
+        result["chosen"] = {"learning_rate": 1e-3, "weight_decay": 0.1}
+    summary = quality.summarise("synthetic", "python -m benchmarks.quality", bench.schema,
+                                bench.splits["test"], results, settings)
+    quality.write_json(summary, str(tmp_path / "synthetic.json"))
+    calls = []
+
+    def fake_run_model(spec, data, s, target, progress):
+        calls.append((spec, data.schema.num_scenarios, s.train_fraction))
+        assert (s.lrs, s.weight_decays) == ([1e-3], [0.1])          # quality's choice
+        return fake_result(spec, data, s.seeds)
+    monkeypatch.setattr(quality, "load_data", lambda args: bench)
+    monkeypatch.setattr(quality, "budget_target", lambda schema, s: 1)
+    monkeypatch.setattr(quality, "run_model", fake_run_model)
+    learning_curve.main(argv + ["--baselines", "shared_bottom", "mmoe", "--train_fractions",
+                                "0.5,1", "--num_scenarios", "3", "--from_results",
+                                str(tmp_path / "synthetic.json")])
+    assert sorted(calls) == [(spec, 3, 0.5) for spec in sorted(specs)]   # 1.0 x 3: reused
+    with open(tmp_path / "synthetic_learning_curve.json") as fh:
+        points = json.load(fh)["points"]
+    full = {p["model"]: p for p in points if p["train_fraction"] == 1.0}
+    for spec in specs:
+        assert full[spec]["per_seed"] == pytest.approx(
+            summary["mean_over_cells"][spec]["per_seed"]["auc"])
