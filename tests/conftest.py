@@ -38,6 +38,24 @@ def tiny_schema(tiny_dataset):
 
 
 @pytest.fixture(scope="session")
+def micro_schema(tiny_dataset, tmp_path_factory):
+    """Path of a schema.yaml that reads tiny_dataset's files (data_dir=tiny_dataset) as 5
+    features in 2 groups and 2 tasks: smaller graphs, so less tracing and compilation, for
+    tests of what does not depend on the schema's size."""
+    import yaml
+    with open(os.path.join(tiny_dataset, "schema.yaml")) as fh:
+        schema = yaml.safe_load(fh)
+    keep = {"user_id", "item_id", "category", "activity", "price"}
+    schema.update(name="micro", features=[f for f in schema["features"] if f["name"] in keep],
+                  groups={"user": ["user_id", "activity"], "item": ["item_id", "category", "price"]},
+                  tasks=schema["tasks"][:2], scenario_priors={})
+    path = str(tmp_path_factory.mktemp("micro") / "micro.yaml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(schema, fh, sort_keys=False)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tiny_dataset, tmp_path_factory):
     """A small MDL trained once for the session, evaluated and exported.
 
