@@ -1,6 +1,7 @@
 """Resuming training (mdl_tf/resume.py): from the last epoch checkpoint with more epochs, and
 a run killed mid-epoch that ends where the uninterrupted run ends; a finished run is a
-no-op. (A kill -9 in another process: tests/test_distribute.py.)"""
+no-op. (A kill -9 in another process: tests/test_distribute.py.) On conftest's
+micro_schema: what is tested does not depend on the schema's size."""
 import csv
 import itertools
 import os
@@ -15,8 +16,9 @@ from conftest import TINY_CONFIG
 from mdl_tf import train
 
 
-def test_resume_continues_from_the_last_checkpoint(tiny_dataset, tmp_path, capsys):
-    opts = train.TrainOptions(dataset=os.path.join(tiny_dataset, "schema.yaml"),
+def test_resume_continues_from_the_last_checkpoint(micro_schema, tiny_dataset, tmp_path,
+                                                   capsys):
+    opts = train.TrainOptions(dataset=micro_schema, data_dir=tiny_dataset,
                               model_dir=str(tmp_path), config={"d_model": 16, "num_layers": 1,
                                                                "num_heads": 2},
                               epochs=1, batch_size=512, jit_compile=False,
@@ -48,12 +50,12 @@ class _KillAtStep(tf.keras.callbacks.Callback):
             raise _Killed(f"killed at step {self.step}")
 
 
-def _overfitting_dataset(tiny_dataset, out):
-    """tiny_dataset with inverted validation labels: the more the model learns, the lower
-    val_auc_mean, so early stopping ends the run after its first epochs."""
+def _overfitting_dataset(micro_schema, tiny_dataset, out):
+    """micro_schema over tiny_dataset with inverted validation labels: the more the model
+    learns, the lower val_auc_mean, so early stopping ends the run after its first epochs."""
     os.makedirs(out)
-    for name in ("schema.yaml", "train.csv"):
-        shutil.copy(os.path.join(tiny_dataset, name), out)
+    shutil.copy(micro_schema, os.path.join(out, "schema.yaml"))
+    shutil.copy(os.path.join(tiny_dataset, "train.csv"), out)
     with open(os.path.join(tiny_dataset, "valid.csv"), newline="") as src, \
             open(os.path.join(out, "valid.csv"), "w", newline="") as dst:
         reader = csv.DictReader(src)
@@ -65,9 +67,9 @@ def _overfitting_dataset(tiny_dataset, out):
     return os.path.join(out, "schema.yaml")
 
 
-def test_killed_run_resumes_to_the_same_end_and_a_finished_run_is_a_no_op(tiny_dataset,
-                                                                          tmp_path, capsys):
-    schema_path = _overfitting_dataset(tiny_dataset, str(tmp_path / "data"))
+def test_killed_run_resumes_to_the_same_end_and_a_finished_run_is_a_no_op(
+        micro_schema, tiny_dataset, tmp_path, capsys):
+    schema_path = _overfitting_dataset(micro_schema, tiny_dataset, str(tmp_path / "data"))
 
     def options(name, **extra):
         return train.TrainOptions(

@@ -32,15 +32,16 @@ def _set(lines, columns, i, column, value):
     lines[i] = ",".join(fields)
 
 
-def _options(tiny_dataset, data_dir, model_dir, **kwargs):
+def _options(micro_schema, data_dir, model_dir, **kwargs):
+    """On conftest's micro_schema: the bad-row accounting does not depend on its size."""
     return train.TrainOptions(
-        dataset=os.path.join(tiny_dataset, "schema.yaml"), data_dir=data_dir,
+        dataset=micro_schema, data_dir=data_dir,
         model_dir=str(model_dir), config={"d_model": 16, "num_layers": 1, "num_heads": 2},
         batch_size=64, jit_compile=False, early_stopping_patience=0, verbose=0,
         **{"epochs": 1, "export": False, **kwargs})
 
 
-def test_skipped_rows_are_counted_per_split_file_and_reason(tiny_dataset, tmp_path):
+def test_skipped_rows_are_counted_per_split_file_and_reason(micro_schema, tiny_dataset, tmp_path):
     def edit(split, columns, lines):
         if split == "train":
             _set(lines, columns, 3, "price", "1e39")
@@ -48,7 +49,7 @@ def test_skipped_rows_are_counted_per_split_file_and_reason(tiny_dataset, tmp_pa
             _set(lines, columns, 7, "click", "2")
         return lines
     data_dir = _data_dir(tiny_dataset, tmp_path, edit=edit)
-    result = train.train(_options(tiny_dataset, data_dir, tmp_path / "run", bad_rows="skip"))
+    result = train.train(_options(micro_schema, data_dir, tmp_path / "run", bad_rows="skip"))
     assert result["metrics"]["overall"]["click"]["count"] == 299
     with open(tmp_path / "run" / "run.json") as fh:
         counts = json.load(fh)["bad_rows"]
@@ -60,7 +61,7 @@ def test_skipped_rows_are_counted_per_split_file_and_reason(tiny_dataset, tmp_pa
         "rows_read": 300, "bad_rows": 1, "label_out_of_range": 1}
 
 
-def test_too_many_skipped_rows_fail_the_run(tiny_dataset, tmp_path):
+def test_too_many_skipped_rows_fail_the_run(micro_schema, tiny_dataset, tmp_path):
     def edit(split, columns, lines):
         for i in range(0, len(lines), 3) if split == "train" else ():
             _set(lines, columns, i, "click", "x")          # a third of the rows
@@ -69,11 +70,12 @@ def test_too_many_skipped_rows_fail_the_run(tiny_dataset, tmp_path):
     with pytest.raises(data.DataError, match=r"split 'train': 100 of 300 rows read are bad "
                                              r"\(33.33%\).*label_out_of_range 100.*"
                                              r"--max_bad_fraction=0.01"):
-        train.train(_options(tiny_dataset, data_dir, tmp_path / "run", bad_rows="skip"))
+        train.train(_options(micro_schema, data_dir, tmp_path / "run", bad_rows="skip"))
 
 
 @pytest.mark.parametrize("case", ["all rows bad, --steps", "header-only valid"])
-def test_a_split_without_usable_rows_fails_before_training(tiny_dataset, tmp_path, case):
+def test_a_split_without_usable_rows_fails_before_training(micro_schema, tiny_dataset, tmp_path,
+                                                           case):
     def edit(split, columns, lines):
         if case == "header-only valid":
             return [] if split == "valid" else lines
@@ -83,16 +85,16 @@ def test_a_split_without_usable_rows_fails_before_training(tiny_dataset, tmp_pat
     data_dir = _data_dir(tiny_dataset, tmp_path, rows=50, edit=edit)
     split = "valid" if case == "header-only valid" else "train"
     with pytest.raises(data.DataError, match=f"split '{split}' .* has no usable rows"):
-        train.train(_options(tiny_dataset, data_dir, tmp_path / "run", bad_rows="skip",
+        train.train(_options(micro_schema, data_dir, tmp_path / "run", bad_rows="skip",
                              steps=5, steps_per_eval=5))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
-def test_a_non_finite_loss_is_an_error_and_nothing_is_saved(tiny_dataset, tmp_path):
+def test_a_non_finite_loss_is_an_error_and_nothing_is_saved(micro_schema, tiny_dataset, tmp_path):
     data_dir = _data_dir(tiny_dataset, tmp_path)
     with pytest.raises(train.NonFiniteLossError,
                        match="the training loss is (nan|inf) after epoch 1"):   # diverges
-        train.train(_options(tiny_dataset, data_dir, tmp_path / "run", export=True,
+        train.train(_options(micro_schema, data_dir, tmp_path / "run", export=True,
                              learning_rate=1e37))
     assert not os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")
     assert not os.path.exists(tmp_path / "run" / "export")

@@ -28,7 +28,8 @@ def test_evaluate_and_export_clis(tiny_run, tmp_path):
     assert [d for d in os.listdir(tmp_path / "exp") if d.isdigit()]
 
 
-def test_train_cli_reports_bad_rows_with_file_line_and_column(tiny_dataset, tmp_path):
+def test_train_cli_reports_bad_rows_with_file_line_and_column(micro_schema, tiny_dataset,
+                                                            tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     for split in ("train", "valid", "test"):
@@ -39,8 +40,7 @@ def test_train_cli_reports_bad_rows_with_file_line_and_column(tiny_dataset, tmp_
             fields[4] = "NaN"                                    # activity
             lines[5] = ",".join(fields)
         (data_dir / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    schema = os.path.join(tiny_dataset, "schema.yaml")
-    args = ("mdl_tf.train", "--dataset", schema, "--data_dir", str(data_dir), "--model_dir",
+    args = ("mdl_tf.train", "--dataset", micro_schema, "--data_dir", str(data_dir), "--model_dir",
             str(tmp_path / "run"), "--epochs", "1", "--batch_size", "256", "--nojit_compile",
             "--config", "d_model=16", "--config", "num_layers=1", "--noexport")
     run = cli(*args)
