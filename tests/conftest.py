@@ -71,28 +71,32 @@ def tiny_run(tiny_dataset, tmp_path_factory):
     return {**result, "model_dir": model_dir}
 
 
-# `make test` runs each file whole on one of two workers (`--dist loadfile`), taking files
-# in collection order (`--no-loadscope-reorder`). The slowest files go first, so that the
-# short ones fill in at the end and both workers finish together. Slowest first, from
-# `pytest --durations` of a full run (CPU-seconds of the file's tests and fixtures).
+# `make test` runs each file whole on one of two workers (`--dist loadfile`), handing out
+# files in collection order (`--no-loadscope-reorder`). The slowest files go first, so that
+# the short ones fill in at the end and both workers finish together. Ordered by the
+# per-file sums of `pytest --durations=0` in a full `make test` run; add a new slow file.
 SLOW_FILES_FIRST = (
     "tests/test_distribute.py",
     "tests/models/test_baselines.py",
     "tests/serving/test_serving_extend.py",
-    "tests/test_resume.py",
     "tests/test_train.py",
+    "tests/test_resume.py",
     "tests/test_train_cli.py",
     "tests/pipelines/test_pipeline_datasets.py",
-    "tests/test_train_bad_input.py",
     "tests/test_benchmark_extend.py",
     "tests/serving/test_serving_grpc.py",
+    "tests/test_train_bad_input.py",
     "tests/test_mdl_model.py",
     "tests/test_data.py",
     "tests/models/test_mdl_options.py",
     "tests/serving/test_serving_calibration.py",
+    "tests/serving/test_serving_export.py",
+    "tests/test_benchmarks_quality.py",
 )
 
 
 def pytest_collection_modifyitems(items):
+    """SLOW_FILES_FIRST first, in that order; the other files and every file's tests keep
+    their order."""
     rank = {path: n for n, path in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
