@@ -26,10 +26,12 @@ demo: install
 
 # Two pytest workers, each test file whole on one of them (module fixtures are built once);
 # much of the suite waits on servers and subprocesses, so two overlap well on 2 cores.
+# Files are handed out in collection order, which tests/conftest.py starts with the
+# slowest files (SLOW_FILES_FIRST), so that both workers finish together.
 TEST_WORKERS ?= 2
 
 test: install-test
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 clean:
 	rm -rf runs build *.egg-info

@@ -38,6 +38,24 @@ def tiny_schema(tiny_dataset):
 
 
 @pytest.fixture(scope="session")
+def micro_schema(tiny_dataset, tmp_path_factory):
+    """Path of a schema.yaml that reads tiny_dataset's files (data_dir=tiny_dataset) as 5
+    features in 2 groups and 2 tasks: smaller graphs, so less tracing and compilation, for
+    tests of what does not depend on the schema's size."""
+    import yaml
+    with open(os.path.join(tiny_dataset, "schema.yaml")) as fh:
+        schema = yaml.safe_load(fh)
+    keep = {"user_id", "item_id", "category", "activity", "price"}
+    schema.update(name="micro", features=[f for f in schema["features"] if f["name"] in keep],
+                  groups={"user": ["user_id", "activity"], "item": ["item_id", "category", "price"]},
+                  tasks=schema["tasks"][:2], scenario_priors={})
+    path = str(tmp_path_factory.mktemp("micro") / "micro.yaml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(schema, fh, sort_keys=False)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tiny_dataset, tmp_path_factory):
     """A small MDL trained once for the session, evaluated and exported.
 
@@ -51,3 +69,34 @@ def tiny_run(tiny_dataset, tmp_path_factory):
                               verbose=0)
     result = train.train(opts)
     return {**result, "model_dir": model_dir}
+
+
+# `make test` runs each file whole on one of two workers (`--dist loadfile`), handing out
+# files in collection order (`--no-loadscope-reorder`). The slowest files go first, so that
+# the short ones fill in at the end and both workers finish together. Ordered by the
+# per-file sums of `pytest --durations=0` in a full `make test` run; add a new slow file.
+SLOW_FILES_FIRST = (
+    "tests/test_distribute.py",
+    "tests/models/test_baselines.py",
+    "tests/serving/test_serving_extend.py",
+    "tests/test_train.py",
+    "tests/test_resume.py",
+    "tests/test_train_cli.py",
+    "tests/pipelines/test_pipeline_datasets.py",
+    "tests/test_benchmark_extend.py",
+    "tests/serving/test_serving_grpc.py",
+    "tests/test_train_bad_input.py",
+    "tests/test_mdl_model.py",
+    "tests/test_data.py",
+    "tests/models/test_mdl_options.py",
+    "tests/serving/test_serving_calibration.py",
+    "tests/serving/test_serving_export.py",
+    "tests/test_benchmarks_quality.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """SLOW_FILES_FIRST first, in that order; the other files and every file's tests keep
+    their order."""
+    rank = {path: n for n, path in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

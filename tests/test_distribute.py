@@ -4,8 +4,10 @@ resume, and mixed precision.
 
 The multi-process runs start together (module fixture `jobs`) so that they overlap; each
 is a tests/distribute_driver.py process with a timeout, killed if a test fails first.
-They use a smaller schema than tiny_dataset's (5 features, 2 tasks) to keep XLA and
-graph compilation short.
+Meanwhile one float32 run trains in this process (`float32_run`): the baseline of the
+mixed-precision run and the uninterrupted reference of the killed job (same options).
+They use a smaller schema than tiny_dataset's (conftest's micro_schema: 5 features, 2
+tasks) to keep XLA and graph compilation short.
 """
 import json
 import os
@@ -19,7 +21,6 @@ import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
-import yaml
 
 from conftest import REPO
 from mdl_tf import distribute, train
@@ -27,7 +28,12 @@ from mdl_tf import distribute, train
 DRIVER = os.path.join(REPO, "tests", "distribute_driver.py")
 TIMEOUT = 420
 MICRO_CONFIG = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ffn_multiplier": 2}
-KILL = dict(steps=30, steps_per_eval=30, backup_every=10, kill_at_step=15)
+# The in-process float32 run: the mixed-precision test's baseline and the kill -9 test's
+# uninterrupted reference (the killed job trains with the same options).
+SINGLE = dict(config=MICRO_CONFIG, steps=40, steps_per_eval=40, backup_every=10,
+              batch_size=128, learning_rate=5e-3, jit_compile=False,
+              early_stopping_patience=0, export=False, verbose=0)
+KILL_AT_STEP = 15
 
 
 # --- fast checks -------------------------------------------------------------------------
@@ -127,21 +133,6 @@ def test_train_cli_reports_a_bad_tf_config(tmp_path):
 
 
 # --- runs in other processes ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def micro_schema(tiny_dataset, tmp_path_factory):
-    """tiny_dataset's files under a 5-feature, 2-task schema."""
-    with open(os.path.join(tiny_dataset, "schema.yaml")) as fh:
-        schema = yaml.safe_load(fh)
-    keep = {"user_id", "item_id", "category", "activity", "price"}
-    schema.update(name="micro", features=[f for f in schema["features"] if f["name"] in keep],
-                  groups={"user": ["user_id", "activity"], "item": ["item_id", "category", "price"]},
-                  tasks=schema["tasks"][:2], scenario_priors={})
-    path = str(tmp_path_factory.mktemp("micro") / "micro.yaml")
-    with open(path, "w") as fh:
-        yaml.safe_dump(schema, fh, sort_keys=False)
-    return path
-
-
 class Job:
     """One driver process: options -> <out>.json/.npz; stdout+stderr in <out>.log."""
 
@@ -192,7 +183,7 @@ def localhost_addresses(n):
 JOBS_OF_TEST = {
     "test_multi_worker_mirrored_two_processes_with_xla": ("worker0", "worker1"),
     "test_parameter_server_cluster_trains_partitions_and_exports": ("ps",),
-    "test_kill_9_then_restart_resumes_and_matches_an_uninterrupted_run": ("killed", "reference"),
+    "test_kill_9_then_restart_resumes_and_matches_an_uninterrupted_run": ("killed",),
 }
 
 
@@ -214,11 +205,8 @@ def make_jobs(root, micro_schema, data_dir):
         "parameter_server", strategy="parameter_server", steps=20, steps_per_eval=10,
         ps_min_shard_bytes=32 << 10, early_stopping_patience=1, jit_compile=True),
         ps_cluster={"workers": 2, "ps": 2})
-    steps = {k: v for k, v in KILL.items() if k != "kill_at_step"}
-    jobs["killed"] = job("killed", options("killed", jit_compile=False, export=False, **steps),
-                         kill_at_step=KILL["kill_at_step"])
-    jobs["reference"] = job("reference", options("reference", jit_compile=False, export=False,
-                                                 **steps))
+    jobs["killed"] = job("killed", {**options("killed"), **SINGLE},
+                         kill_at_step=KILL_AT_STEP)
     return jobs
 
 
@@ -232,15 +220,22 @@ def jobs(request, micro_schema, tiny_dataset, tmp_path_factory):
         job.kill()
 
 
-def test_mixed_precision_trains_close_to_float32(jobs, micro_schema, tiny_dataset, tmp_path):
-    """In this process, while the multi-process jobs run (`jobs` starts them)."""
-    results = {}
-    for mixed in (False, True):
-        results[mixed] = train.train(train.TrainOptions(
-            dataset=micro_schema, data_dir=tiny_dataset, model_dir=str(tmp_path / str(mixed)),
-            config=MICRO_CONFIG, steps=40, steps_per_eval=40, batch_size=128,
-            learning_rate=5e-3, jit_compile=False, mixed_precision=mixed,
-            early_stopping_patience=0, export=False, verbose=0))
+def train_here(micro_schema, data_dir, model_dir, **overrides):
+    """train() in this process with the SINGLE options."""
+    return train.train(train.TrainOptions(dataset=micro_schema, data_dir=data_dir,
+                                          model_dir=model_dir, **{**SINGLE, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def float32_run(jobs, micro_schema, tiny_dataset, tmp_path_factory):
+    """Trained in this process while the multi-process jobs run (`jobs` starts them)."""
+    return train_here(micro_schema, tiny_dataset, str(tmp_path_factory.mktemp("float32")))
+
+
+def test_mixed_precision_trains_close_to_float32(float32_run, micro_schema, tiny_dataset,
+                                                 tmp_path):
+    results = {False: float32_run,
+               True: train_here(micro_schema, tiny_dataset, str(tmp_path), mixed_precision=True)}
     model = results[True]["model"]
     policy = distribute.mixed_precision_policy(distribute.make_distribution())  # bf16 on CPU
     assert model.dtype_policy.name == policy
@@ -285,13 +280,16 @@ def test_parameter_server_cluster_trains_partitions_and_exports(jobs):
     assert "XLA cannot compile variables that live on parameter servers" in jobs["ps"].log
 
 
-def test_kill_9_then_restart_resumes_and_matches_an_uninterrupted_run(jobs):
+def test_kill_9_then_restart_resumes_and_matches_an_uninterrupted_run(jobs, float32_run):
     killed = jobs["killed"]
     assert killed.wait() == -signal.SIGKILL, killed.log[-3000:]
     resumed, resumed_weights = killed.start().result()      # the same command again
     assert "resuming training at step 10" in killed.log
-    reference, reference_weights = jobs["reference"].result()
-    assert resumed["steps"] == reference["steps"] == KILL["steps"]
+    reference = float32_run                 # the same options, uninterrupted, in this process
+    reference_weights = [v.numpy() for v in reference["model"].variables]
+    assert len(resumed_weights) == len(reference_weights)
+    steps = int(reference["model"].optimizer.iterations.numpy())
+    assert resumed["steps"] == steps == SINGLE["steps"]
     # The restart continues the same data stream from the backup: same model.
     for a, b in zip(resumed_weights, reference_weights):
         np.testing.assert_allclose(a, b, atol=1e-5)

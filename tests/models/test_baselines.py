@@ -6,18 +6,31 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY_CONFIG
-from mdl_tf import data, evaluate, export, train
+from mdl_tf import data, evaluate, export, schema as schema_lib, train
 from mdl_tf.models import build_model, make_config
 from mdl_tf.models.registry import BASELINES, MODELS
 
 
-@pytest.fixture(scope="module")
-def train_rows(tiny_schema, tiny_dataset):
-    """(encoded features, labels) of 1024 training rows, parsed once for all models."""
-    model = build_model("rankmixer", tiny_schema, make_config("rankmixer", TINY_CONFIG))
-    ds = data.make_dataset(tiny_schema, "train", data_dir=tiny_dataset, batch_size=1024,
+def encoded_rows(schema, data_dir):
+    """(encoded features, labels) of the first 1024 training rows."""
+    model = build_model("rankmixer", schema, make_config("rankmixer", TINY_CONFIG))
+    ds = data.make_dataset(schema, "train", data_dir=data_dir, batch_size=1024,
                            transform=train.encoder_transform(model))
     return next(iter(ds))
+
+
+@pytest.fixture(scope="module")
+def train_rows(tiny_schema, tiny_dataset):
+    """encoded_rows of tiny_dataset, parsed once for all models."""
+    return encoded_rows(tiny_schema, tiny_dataset)
+
+
+@pytest.fixture(scope="module")
+def micro(micro_schema, tiny_dataset):
+    """(schema, encoded_rows) of tiny_dataset's files under the 5-feature, 2-task schema:
+    every baseline trains, evaluates and exports on it (smaller graphs to trace)."""
+    schema = schema_lib.load(micro_schema)
+    return schema, encoded_rows(schema, tiny_dataset)
 
 
 def tiny_model(name, schema, **overrides):
@@ -27,32 +40,32 @@ def tiny_model(name, schema, **overrides):
 
 
 @pytest.mark.parametrize("name", BASELINES)
-def test_baseline_trains_evaluates_and_exports(name, tiny_schema, tiny_dataset, train_rows,
-                                               tmp_path):
-    model = tiny_model(name, tiny_schema)
+def test_baseline_trains_evaluates_and_exports(name, micro, tiny_dataset, tmp_path):
+    schema, rows = micro
+    model = tiny_model(name, schema)
     train.compile_model(model, train.TrainOptions(learning_rate=3e-3, jit_compile=False))
     model.run_eagerly = True  # 4 steps: tracing would cost more than running them
     before = [v.numpy().copy() for v in model.trainable_variables]
-    batches = tf.data.Dataset.from_tensor_slices(train_rows).batch(256)
+    batches = tf.data.Dataset.from_tensor_slices(rows).batch(256)
     history = model.fit(batches, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0])
     after = model.trainable_variables
     # Every variable of the network gets a gradient: nothing is silently disconnected.
     assert all(not np.array_equal(b, a.numpy()) for b, a in zip(before, after)), name
 
-    result = evaluate.evaluate(model, tiny_schema, "test", tiny_dataset)
-    for scenario in tiny_schema.scenario_names:
-        assert set(result["scenarios"][scenario]) == set(tiny_schema.task_names)
+    result = evaluate.evaluate(model, schema, "test", tiny_dataset)
+    for scenario in schema.scenario_names:
+        assert set(result["scenarios"][scenario]) == set(schema.task_names)
     assert all(0.0 <= c["auc"] <= 1.0 for c in result["overall"].values())
 
     path = export.export_saved_model(model, str(tmp_path / "export"))
     served = tf.saved_model.load(path).signatures["serving_default"]
     raw = {k: v for k, v in next(iter(data.make_dataset(
-        tiny_schema, "test", data_dir=tiny_dataset, batch_size=16)))[0].items()
+        schema, "test", data_dir=tiny_dataset, batch_size=16)))[0].items()
         if k != data.GROUP_KEY}
     out = served(**raw)
     expected = model.predict_raw(raw).numpy()
-    for n, task in enumerate(tiny_schema.task_names):
+    for n, task in enumerate(schema.task_names):
         np.testing.assert_allclose(out[task].numpy(), expected[:, n], rtol=1e-4, atol=1e-5)
 
 
