@@ -200,7 +200,8 @@ def chart(summary, path):
         values = sorted({g[x] for g in summary["gaps"]})
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.set_xlabel(label)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:          # a sweep of one point draws no line
+            ax.legend(fontsize=8)
     axes[0].set_ylabel("MDL - best baseline, test AUC\n(mean over cells; ± std over seeds)")
     fig.suptitle(f"{summary['name']}: when does MDL win?")
     fig.tight_layout()
