@@ -155,8 +155,8 @@ def saved_or_run_seed(seed, args, full_schema, data_dir, base_schema, log):
             saved = json.load(fh)
         if saved["settings"] == json_safe(seed_settings(args)):
             log(f"seed {seed}: finished arms reused from {path}")
-            # A NaN AUC (a cell without both classes) was saved as null.
-            return {arm: (r["auc"] and from_json(r["auc"]), r["seconds"])
+            # An arm without AUCs stays None; a NaN AUC (one class only) was saved as null.
+            return {arm: (None if r["auc"] is None else from_json(r["auc"]), r["seconds"])
                     for arm, r in saved["arms"].items()}
     out = run_seed(seed, args, full_schema, data_dir, base_schema, log)
     with open(path, "w") as fh:

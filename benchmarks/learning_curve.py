@@ -126,8 +126,9 @@ def reused_point(summary, spec, settings, fraction, k, train_rows):
     ours = {key: v for key, v in dataclasses.asdict(settings).items()
             if key not in TUNING_FIELDS}
     num_scenarios = len({c["scenario"] for c in summary["cells"]})
-    if (spec not in summary["models"] or theirs != json.loads(json.dumps(ours))
-            or fraction != settings.train_fraction or k != num_scenarios):
+    # The settings hold the train fraction: equal settings mean the same training rows.
+    if spec not in summary["models"] or theirs != json.loads(json.dumps(ours)) \
+            or k != num_scenarios:
         return None
     per_seed = quality.from_json(summary["mean_over_cells"][spec]["per_seed"]["auc"])
     return {"train_fraction": fraction, "num_scenarios": k, "model": spec,
