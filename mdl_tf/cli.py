@@ -183,6 +183,10 @@ def define_export_flags():
     flags.DEFINE_string("model_dir", None, "Model directory written by mdl_tf.train (required).")
     flags.DEFINE_string("export_base", None, "Export base path (default <model_dir>/export).")
     flags.DEFINE_integer("version", 0, "Version number (0: max(now in seconds, last + 1)).")
+    flags.DEFINE_boolean("per_task_graphs", False, "Give each scenario_<s>__<task> signature "
+                         "its own graph computing only that task (MDL): fewer FLOPs per "
+                         "one-task request, N_scenarios x N_tasks more graphs to trace, "
+                         "store and load. Default: they read their scenario's graph.")
 
 
 def define_visualize_flags():

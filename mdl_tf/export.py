@@ -16,13 +16,16 @@ mdl_tf/contract/signatures.py, [a-z0-9_] only):
   scenario_<s>__<task>       raw features -> {"probability": [B]}
 
 Signatures are not XLA-compiled (every new batch size would recompile). The multi-scenario
-signatures share one inner tf.function and, for models without `task_indices`, each
-scenario's signatures share one per scenario, so each graph is stored once (MDL's
-per-task graphs are their own: a larger saved_model.pb for fewer FLOPs per request). For models whose `call` takes `scenario_index`
+signatures share one inner tf.function, and each scenario's `scenario_<s>__<task>`
+signatures read their task from `scenario_<s>`'s graph, so each graph is traced and stored
+once: an export traces 2 + N_s graphs. For models whose `call` takes `scenario_index`
 (MDL), a per-scenario graph computes only its own scenario token and the global one;
-other models run their full network with the scenario filled in. Where `call` also takes
-`task_indices` (MDL), a `scenario_<s>__<task>` graph computes only that task's token too;
-otherwise it reads its task from the scenario's graph.
+other models run their full network with the scenario filled in.
+`--per_task_graphs` (models whose `call` takes `task_indices`: MDL) gives every
+`scenario_<s>__<task>` signature its own graph computing only that task's token: fewer
+FLOPs per one-task request (measured 1.16x at 3 scenarios, none at 15;
+benchmarks/results/train_throughput.md), for N_s x N_t more traced graphs, so a longer
+export and load and a larger saved_model.pb.
 An unknown scenario fails with INVALID_ARGUMENT naming it, and so does a dense value
 that is NaN or inf (mdl_tf.values; checked in the graph, so real TF Serving refuses it too,
 serialized Examples included).
@@ -119,11 +122,13 @@ def _calibrated(calibration, probs, membership, task=None):
     return calibration.apply(tiled, membership)[:, task:task + 1]       # [B, 1]
 
 
-def build_signatures(model, batch_size=None, calibration=None, only=None):
+def build_signatures(model, batch_size=None, calibration=None, only=None,
+                     per_task_graphs=False):
     """{signature name: concrete function}. A fixed batch_size gives static shapes (for
     cost analysis, see serving/cost.py); exports use None. With a Calibration, every
     signature returns calibrated probabilities. `only` (names) traces just those
-    signatures (benchmarks)."""
+    signatures (benchmarks). per_task_graphs: each `scenario_<s>__<task>` signature
+    computes only its task (its own graph) where the model can (`task_indices`)."""
     schema = model.schema
     specs = feature_specs(schema, batch_size)
     scenario_input = scenario_input_name(schema)
@@ -159,7 +164,7 @@ def build_signatures(model, batch_size=None, calibration=None, only=None):
                 raise ValueError(f"two signatures would be named '{name}'; rename a scenario "
                                  "or task")
             functions[name] = (_scenario_function(model, specs, k, calibration, task=n)
-                               if _supports(model, "task_indices")
+                               if per_task_graphs and _supports(model, "task_indices")
                                else _task_function(per_scenario, specs, task))
     return {name: fn.get_concrete_function() for name, fn in functions.items()
             if only is None or name in only}
@@ -269,12 +274,13 @@ def remove_stale_temporaries(export_base):
 
 
 def export_saved_model(model, export_base, version=None, extra_assets=None,
-                       calibration=None):
+                       calibration=None, per_task_graphs=False):
     """Exports to <export_base>/<version> atomically; returns the version directory.
 
     The warm-up file is written before the rename. `extra_assets(tmp_dir, signatures)`
     may write more into the version directory before it becomes visible. `calibration`
-    (a mdl_tf.calibration.Calibration) is applied inside every signature. Temporary
+    (a mdl_tf.calibration.Calibration) is applied inside every signature. per_task_graphs:
+    see build_signatures and the module docstring. Temporary
     directories that killed exports left behind are removed first.
     """
     check_finite_weights(model)
@@ -286,7 +292,8 @@ def export_saved_model(model, export_base, version=None, extra_assets=None,
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists; versions are immutable")
     tmp = os.path.join(export_base, f".tmp-{version}-{os.getpid()}")
-    signatures = build_signatures(model, calibration=calibration)
+    signatures = build_signatures(model, calibration=calibration,
+                                  per_task_graphs=per_task_graphs)
     tf.saved_model.save(_serving_module(model), tmp, signatures=signatures)
     warmup.write(tmp, warmup_requests(model.schema, signatures))
     if calibration is not None:
@@ -314,7 +321,8 @@ def main(argv):
         model, schema, _ = runs.restore_model(FLAGS.model_dir)
         path = export_saved_model(
             model, FLAGS.export_base or os.path.join(FLAGS.model_dir, "export"),
-            FLAGS.version or None, calibration=calibration_lib.load_for(FLAGS.model_dir, schema))
+            FLAGS.version or None, calibration=calibration_lib.load_for(FLAGS.model_dir, schema),
+            per_task_graphs=FLAGS.per_task_graphs)
     print(f"exported {path}")
 
 

@@ -69,6 +69,25 @@ def test_scenario_and_task_signatures_equal_serving_default_columns(tiny_run, ti
                                        atol=ATOL)
 
 
+def test_per_task_graphs_compute_one_task_for_fewer_flops_and_equal_scores(
+        tiny_run, tiny_schema, columns):
+    scenario, task = tiny_schema.scenario_names[0], tiny_schema.task_names[1]
+    name, parent = signatures.task_signature(scenario, task), signatures.scenario_signature(
+        scenario)
+    batch = len(columns["scenario"])
+    shared = export.build_signatures(tiny_run["model"], batch_size=batch, only={name, parent})
+    own = export.build_signatures(tiny_run["model"], batch_size=batch, only={name},
+                                  per_task_graphs=True)
+    # By default the per-task signature calls its scenario's graph (not inlined: 0 FLOPs
+    # of its own); with per_task_graphs it is a graph of the one task.
+    assert cost.graph_flops(shared[name]) == 0
+    assert 0 < cost.graph_flops(own[name]) < cost.graph_flops(shared[parent])
+    features = {k: tf.constant(v) for k, v in feature_inputs(columns, tiny_schema).items()}
+    np.testing.assert_allclose(own[name](features)[signatures.TASK_OUTPUT].numpy(),
+                               shared[name](features)[signatures.TASK_OUTPUT].numpy(),
+                               atol=ATOL)
+
+
 def _examples(columns, schema):
     rows = [{k: (v[i].decode() if isinstance(v[i], bytes) else v[i].item())
              for k, v in columns.items()} for i in range(len(columns["scenario"]))]
