@@ -355,7 +355,9 @@ The domain attention is a broadcast multiply reduced over the 16-wide head insid
 context, as Keras does for its own XLA-specific paths. The baselines' backbone (MMoE's
 included) runs its interaction blocks token-major too, so the comparison stays like for
 like. The per-task serving signatures (`scenario_<s>__<task>`) now compute only their
-task's token (`MDL.call(task_indices=...)`), on top of the scenario subset.
+task's token (`MDL.call(task_indices=...)`), on top of the scenario subset. (Exports
+now keep those graphs only under `mdl_tf.export --per_task_graphs`; by default a per-task
+signature reads its scenario's graph. This benchmark times the per-task graphs.)
 
 DeepCTR's MMoE (benchmarks/peers.py) has no feature tokens and no interaction blocks: its
 experts read the concatenated embeddings, so at the same parameter count its experts are

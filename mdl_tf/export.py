@@ -18,9 +18,10 @@ mdl_tf/contract/signatures.py, [a-z0-9_] only):
 Signatures are not XLA-compiled (every new batch size would recompile). The multi-scenario
 signatures share one inner tf.function, and each scenario's `scenario_<s>__<task>`
 signatures read their task from `scenario_<s>`'s graph, so each graph is traced and stored
-once: an export traces 2 + N_s graphs. For models whose `call` takes `scenario_index`
-(MDL), a per-scenario graph computes only its own scenario token and the global one;
-other models run their full network with the scenario filled in.
+once. For models whose `call` takes `scenario_index` (MDL), a per-scenario graph computes
+only its own scenario token and the global one (an export traces 2 + N_s graphs); other
+models' `scenario_<s>` signatures call serving_default's graph with the scenario filled
+in (2 graphs).
 `--per_task_graphs` (models whose `call` takes `task_indices`: MDL) gives every
 `scenario_<s>__<task>` signature its own graph computing only that task's token: fewer
 FLOPs per one-task request (measured 1.16x at 3 scenarios, none at 15;
@@ -156,7 +157,9 @@ def build_signatures(model, batch_size=None, calibration=None, only=None,
 
     functions = {names.DEFAULT: predict, names.EXAMPLES: predict_examples}
     for k, scenario in enumerate(schema.scenario_names):
-        per_scenario = _scenario_function(model, specs, k, calibration)
+        per_scenario = (_scenario_function(model, specs, k, calibration)
+                        if _supports(model, "scenario_index")
+                        else _filled_scenario_function(predict, specs, scenario_input, scenario))
         functions[names.scenario_signature(scenario)] = per_scenario
         for n, task in enumerate(schema.task_names):
             name = names.task_signature(scenario, task)
@@ -175,9 +178,10 @@ def _supports(model, argument):
 
 
 def _scenario_function(model, specs, k, calibration=None, task=None):
-    """Scenario k's signature function: {<task>: [B]}, or {"probability": [B]} of task
-    number `task` alone (the model computing only that task)."""
-    call_kwargs = {"scenario_index": k} if _supports(model, "scenario_index") else {}
+    """Scenario k's signature function of a model that computes one scenario's path
+    (`scenario_index`): {<task>: [B]}, or {"probability": [B]} of task number `task` alone
+    (the model computing only that task)."""
+    call_kwargs = {"scenario_index": k}
     if task is not None:
         call_kwargs["task_indices"] = [task]
 
@@ -192,6 +196,16 @@ def _scenario_function(model, specs, k, calibration=None, task=None):
         if task is not None:
             return {names.TASK_OUTPUT: probs[:, 0]}
         return _outputs(model.schema, probs)
+    return predict_scenario
+
+
+def _filled_scenario_function(predict, specs, scenario_input, scenario):
+    """A scenario's signature function for models without `scenario_index`: serving_default's
+    graph with every row in that scenario."""
+    @tf.function(input_signature=[specs])
+    def predict_scenario(raw):
+        batch = tf.shape(next(iter(raw.values())))
+        return predict({**raw, scenario_input: tf.fill(batch, scenario)})
     return predict_scenario
 
 
