@@ -207,6 +207,13 @@ def _describe(signature_def):
                                   ("outputs", signature_def.outputs))}
 
 
+def json_scores(scores):
+    """{output: [float | None]}: a NaN or infinite score (a model that diverged, served
+    by a server that does not refuse it) becomes JSON null, not the invalid bare `NaN`."""
+    return {k: [float(x) if np.isfinite(x) else None
+                for x in np.asarray(v, np.float64).ravel()] for k, v in scores.items()}
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     root = None
@@ -228,7 +235,7 @@ def main(argv=None):
                 rows, locations = _read_rows(args)
                 scores = client.predict_rows(rows, locations=locations, scenario=args.scenario,
                                              task=args.task, signature=args.signature)
-                out = {k: np.asarray(v).tolist() for k, v in scores.items()}
+                out = json_scores(scores)
         except grpc.RpcError as e:
             # TF Serving passes a graph error on with its node names (our server strips them).
             print(f"error: {e.code().name}: {without_graph_internals(e.details() or '')}",
@@ -237,7 +244,7 @@ def main(argv=None):
         except (ValueError, TimeoutError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    print(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1, allow_nan=False))
     return 0
 
 

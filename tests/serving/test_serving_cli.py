@@ -48,6 +48,12 @@ def test_client_cli_predicts_csv_rows(served, tiny_run, tiny_schema, capsys):
     assert code == 2  # the client names the missing inputs before sending
 
 
+def test_non_finite_scores_print_as_json_null():
+    scores = {"click": [0.25, float("nan")], "like": [float("inf"), 1.0]}
+    assert json.loads(json.dumps(client_cli.json_scores(scores), allow_nan=False)) == {
+        "click": [0.25, None], "like": [None, 1.0]}
+
+
 def test_client_cli_reports_server_errors(served, capsys):
     code, _, err = _client(capsys, served, "--model_name", "nope", "status")
     assert code == 1 and "NOT_FOUND" in err
