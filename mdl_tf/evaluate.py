@@ -134,7 +134,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required")
-    counter = data.BadRowCounter() if FLAGS.bad_rows == "skip" else None
+    # One counter per split read (--calibrate reads the validation split too).
+    splits = dict.fromkeys((["valid"] if FLAGS.calibrate else []) + [FLAGS.split])
+    counters = ({split: data.BadRowCounter() for split in splits}
+                if FLAGS.bad_rows == "skip" else {})
     with cli.user_errors():
         model, schema, info = runs.restore_model(FLAGS.model_dir)
         data_dir = FLAGS.data_dir or info["data_dir"]
@@ -142,16 +145,17 @@ def main(argv):
         if FLAGS.calibrate:
             fitted, valid = calibrate(model, schema, data_dir, FLAGS.calibrate,
                                       FLAGS.model_dir, batch_size=FLAGS.batch_size,
-                                      bad_rows=FLAGS.bad_rows, counter=counter)
+                                      bad_rows=FLAGS.bad_rows, counter=counters.get("valid"))
             predictions = valid if FLAGS.split == "valid" else None
         else:
             fitted = calibration_lib.load_for(FLAGS.model_dir, schema)
         result = evaluate(model, schema, FLAGS.split, data_dir,
                           FLAGS.output or metrics_path(FLAGS.model_dir, FLAGS.split),
-                          FLAGS.batch_size, fitted, FLAGS.bad_rows, counter, predictions)
-        if counter is not None:
-            print(f"bad rows ({FLAGS.split}): {counter.summary()}")
-            counter.check(f"split '{FLAGS.split}'", FLAGS.max_bad_fraction)
+                          FLAGS.batch_size, fitted, FLAGS.bad_rows, counters.get(FLAGS.split),
+                          predictions)
+        for split, counter in counters.items():
+            print(f"bad rows ({split}): {counter.summary()}")
+            counter.check(f"split '{split}'", FLAGS.max_bad_fraction)
     print_tables(result, f"{schema.name} / {info['model']} / split={FLAGS.split}")
 
 

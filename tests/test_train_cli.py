@@ -35,10 +35,10 @@ def test_train_cli_reports_bad_rows_with_file_line_and_column(micro_schema, tiny
     for split in ("train", "valid", "test"):
         with open(os.path.join(tiny_dataset, f"{split}.csv")) as src:
             lines = src.read().splitlines()
-        if split == "train":
-            fields = lines[5].split(",")
-            fields[4] = "NaN"                                    # activity
-            lines[5] = ",".join(fields)
+        bad_line = {"train": 6, "valid": 7, "test": 8}[split]
+        fields = lines[bad_line - 1].split(",")
+        fields[4] = "NaN"                                        # activity
+        lines[bad_line - 1] = ",".join(fields)
         (data_dir / f"{split}.csv").write_text("\n".join(lines) + "\n")
     args = ("mdl_tf.train", "--dataset", micro_schema, "--data_dir", str(data_dir), "--model_dir",
             str(tmp_path / "run"), "--epochs", "1", "--batch_size", "256", "--nojit_compile",
@@ -48,6 +48,12 @@ def test_train_cli_reports_bad_rows_with_file_line_and_column(micro_schema, tiny
     assert "train.csv:6: column 'activity': NaN in dense feature 'NaN'" in run.stderr
     skipped = cli(*args, "--bad_rows", "skip", "--model_dir", str(tmp_path / "run2"))
     assert skipped.returncode == 0, skipped.stderr[-2000:]
+    # Calibrating on valid while evaluating test counts each split's bad rows apart.
+    evaluated = cli("mdl_tf.evaluate", "--model_dir", str(tmp_path / "run2"), "--split", "test",
+                    "--calibrate", "platt", "--bad_rows", "skip")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    for split in ("valid", "test"):
+        assert f"bad rows ({split}): 1 of 2000 rows read are bad" in evaluated.stdout
 
 
 def test_train_cli_rejects_bad_config_and_schema(tiny_dataset, tmp_path):
