@@ -783,27 +783,36 @@ def comparison_lines(cells):
 
 
 def chart(summary, path):
+    """Each model's test AUC per cell minus the cell's mean over the models (one row per
+    cell, the mean over cells on top): the differences between models, a few thousandths,
+    stay visible however far apart the cells' AUCs are."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    specs, cells = summary["models"], summary["cells"]
-    labels = [f"{c['scenario']}\n{c['task']}" for c in cells]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cells)), 4.5))
-    width = 0.8 / len(specs)
-    for i, s in enumerate(specs):
-        means = [c["results"][s]["auc_mean"] for c in cells]
-        stds = [np.nan_to_num(c["results"][s]["auc_std"]) for c in cells]
-        ax.bar(np.arange(len(cells)) + (i - (len(specs) - 1) / 2) * width, means, width,
-               yerr=stds, label=s, capsize=2)
-    values = [c["results"][s]["auc_mean"] for c in cells for s in specs]
-    ax.set_ylim(np.nanmin(values) - 0.02, min(1.0, np.nanmax(values) + 0.01))
-    ax.set_xticks(np.arange(len(cells)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("test AUC (mean ± sample std over seeds)")
-    ax.set_title(f"{summary['dataset']}: test AUC per scenario x task")
-    ax.legend(fontsize=7, ncol=4)
+    specs = summary["models"]
+    rows = [("mean of the cells", summary["mean_over_cells"])] + [
+        (f"{c['scenario']} / {c['task']}", c["results"]) for c in summary["cells"]]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * len(rows)))
+    offsets = (np.arange(len(specs)) - (len(specs) - 1) / 2) * (0.7 / len(specs))
+    aucs = np.array([[r[s]["auc_mean"] for s in specs] for _, r in rows], float)  # [R, M]
+    counts = (~np.isnan(aucs)).sum(1)
+    # NaN (no warning) for a row where no model has an AUC: a cell without positives.
+    row_mean = np.nansum(aucs, 1) / np.where(counts > 0, counts, np.nan)
+    for i, spec in enumerate(specs):
+        diffs = aucs[:, i] - row_mean
+        stds = [np.nan_to_num(r[spec]["auc_std"]) for _, r in rows]
+        ax.errorbar(diffs, np.arange(len(rows)) + offsets[i], xerr=stds, fmt="o", ms=3,
+                    capsize=2, label=spec)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(np.arange(len(rows)), [name for name, _ in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("test AUC minus the row's mean over the models (mean ± sample std over seeds)")
+    ax.set_title(f"{summary['dataset']}: test AUC per scenario x task, relative to the "
+                 "models' mean")
+    ax.legend(fontsize=7, ncol=min(len(specs), 5), loc="upper center",
+              bbox_to_anchor=(0.5, -0.8 / (1.2 + 0.32 * len(rows))))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -818,6 +827,9 @@ def json_safe(value):
     if isinstance(value, np.integer):
         return int(value)
     return value
+
+
+METRIC_FIELDS = ("cells", "overall", "mean_over_cells")   # of a results JSON
 
 
 def from_json(value):
@@ -892,7 +904,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.render:
         with open(args.render) as fh:
-            summary = from_json(json.load(fh))
+            summary = json.load(fh)
+        # Undefined metrics back to NaN; elsewhere None means absent (the sk rows' params).
+        summary.update({k: from_json(summary[k]) for k in METRIC_FIELDS})
         name = os.path.splitext(os.path.basename(args.render))[0]
         print(f"rewrote {write_reports(summary, os.path.dirname(args.render), name, False)}"
               ".md, .png")

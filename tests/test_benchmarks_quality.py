@@ -86,10 +86,15 @@ def test_results_json_keeps_every_seed_and_renders(bench, tmp_path):
     assert first["best_baseline"] == "shared_bottom" and "bootstrap_p" in first
     assert len(saved["mean_over_cells"]["mdl"]["per_seed"]["auc"]) == 3
     assert set(saved["overall"]["mdl"]) == set(bench.schema.task_names)
+    saved["params"]["shared_bottom"] = None       # as the scikit-learn rows store it
+    with open(base + ".json", "w") as fh:
+        json.dump(saved, fh)
     quality.main(["--render", base + ".json"])
     with open(base + ".md") as fh:
         text = fh.read()
     assert "Overall test AUC per task" in text and "sample std" in text
+    assert "| shared_bottom | — | — |" in text
+    assert os.path.getsize(base + ".png") > 0
 
 
 # --- early stopping and tuning --------------------------------------------------------------
