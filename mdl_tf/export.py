@@ -24,9 +24,9 @@ models' `scenario_<s>` signatures call serving_default's graph with the scenario
 in (2 graphs).
 `--per_task_graphs` (models whose `call` takes `task_indices`: MDL) gives every
 `scenario_<s>__<task>` signature its own graph computing only that task's token: fewer
-FLOPs per one-task request (measured 1.16x at 3 scenarios, none at 15;
-benchmarks/results/train_throughput.md), for N_s x N_t more traced graphs, so a longer
-export and load and a larger saved_model.pb.
+FLOPs per one-task request (against `scenario_<s>` at batch 256: 1.10x faster at 3
+scenarios, no faster at 15; benchmarks/results/train_throughput.md), for N_s x N_t more
+traced graphs, so a longer export and load and a larger saved_model.pb.
 An unknown scenario fails with INVALID_ARGUMENT naming it, and so does a dense value
 that is NaN or inf (mdl_tf.values; checked in the graph, so real TF Serving refuses it too,
 serialized Examples included).

@@ -20,10 +20,10 @@ before the loop and once after it. Shapes above are written batch-major.
 `call(..., scenario_index=k)` computes only scenario token k and the global one, for
 serving signatures whose scenario is fixed: every example then belongs to scenario k.
 `call(..., task_indices=[n, ...])` computes only those task tokens and returns their
-logits [B, len(task_indices)] (`export --per_task_graphs`' per-task signatures); task tokens never
-read each other, so this equals the same columns of the full call. Where tokens cannot
-be subset (domain_attention=False mixes them with the features; the ablations' towers
-read all of them) it computes all tasks and returns those columns.
+logits [B, len(task_indices)] (the per-task signatures of `export --per_task_graphs`);
+task tokens never read each other, so this equals the same columns of the full call.
+Where tokens cannot be subset (domain_attention=False mixes them with the features; the
+ablations' towers read all of them) it computes all tasks and returns those columns.
 `call(..., return_attention=True)` also returns {"scenario": [L x [B, H, N_s+1, N_f]],
 "task": [L x [B, H, N_t, N_f]]}, the domain attention weights of every layer.
 
