@@ -782,6 +782,11 @@ def comparison_lines(cells):
     return lines
 
 
+# Matplotlib's 10-colour cycle, then 5 dark ones (a table with MDL variants has more rows).
+CHART_COLOURS = [f"C{i}" for i in range(10)] + ["black", "saddlebrown", "navy", "darkgreen",
+                                                 "indigo"]
+
+
 def chart(summary, path):
     """Each model's test AUC per cell minus the cell's mean over the models (one row per
     cell, the mean over cells on top): the differences between models, a few thousandths,
@@ -802,7 +807,7 @@ def chart(summary, path):
         diffs = aucs[:, i] - row_mean
         stds = [np.nan_to_num(r[spec]["auc_std"]) for _, r in rows]
         ax.errorbar(diffs, np.arange(len(rows)) + offsets[i], xerr=stds, fmt="o", ms=3,
-                    capsize=2, label=spec)
+                    capsize=2, label=spec, color=CHART_COLOURS[i % len(CHART_COLOURS)])
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(np.arange(len(rows)), [name for name, _ in rows], fontsize=7)
     ax.invert_yaxis()
