@@ -153,10 +153,19 @@ def gaps(points, mdl, baselines):
 
 
 # --- reports -------------------------------------------------------------------------------
+def _settings_text(summary):
+    """The protocol's sentence on where each model's settings come from."""
+    st, source = summary["settings"], summary["settings_source"]
+    if not source.startswith("chosen in"):
+        source += (f" on validation (lr {st['lrs']} x embedding weight decay "
+                   f"{st['weight_decays']}, {st['tune_seeds']} seeds per setting)")
+    return (f"Learning rate and weight decay per model: {source}; {st['seeds']} seeds per "
+            "point, evaluated on the test split.")
+
+
 def markdown(summary):
     lines = [f"# When does MDL win? {summary['name']}", "", f"Command: `{summary['command']}`",
-             "", quality.protocol_text(summary["settings"]), "",
-             f"Settings per model: {summary['settings_source']}.", "",
+             "", quality.protocol_text(summary["settings"], _settings_text(summary)), "",
              "## Test AUC, mean over the scenario x task cells (± sample std over seeds)", "",
              "| train fraction | scenarios | model | AUC | per seed |", "|---|---|---|---|---|"]
     for p in summary["points"]:

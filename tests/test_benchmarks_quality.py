@@ -281,6 +281,9 @@ def test_learning_curve_json(bench, tmp_path, monkeypatch):
     assert calls[0] == ("mdl", 3, 1.0, (1e-3, 2e-3)) and calls[3][3] == (2e-3,)
     assert ("mdl", 2, 1.0, (2e-3,)) in calls and ("mmoe", 3, 0.5, (2e-3,)) in calls
     assert os.path.getsize(tmp_path / "synthetic_learning_curve.png") > 0
+    with open(tmp_path / "synthetic_learning_curve.md") as fh:
+        assert ("per model: tuned once, with the most rows and scenarios on validation (lr "
+                "[0.001, 0.002]") in fh.read()
 
     # Run again: every point comes from the cache, nothing trains.
     runs = len(calls)
