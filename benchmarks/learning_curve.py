@@ -153,14 +153,19 @@ def gaps(points, mdl, baselines):
 
 
 # --- reports -------------------------------------------------------------------------------
+def settings_source(args, settings):
+    """Where each model's learning rate and weight decay come from, in words."""
+    if args.from_results:
+        return f"chosen in {args.from_results}"
+    where = "at every point" if args.tune_each_point else "once, with the most rows and scenarios"
+    return (f"tuned {where} on validation (lr {settings.lrs} x embedding weight decay "
+            f"{settings.weight_decays}, {settings.tune_seeds} seeds per setting)")
+
+
 def _settings_text(summary):
     """The protocol's sentence on where each model's settings come from."""
-    st, source = summary["settings"], summary["settings_source"]
-    if not source.startswith("chosen in"):
-        source += (f" on validation (lr {st['lrs']} x embedding weight decay "
-                   f"{st['weight_decays']}, {st['tune_seeds']} seeds per setting)")
-    return (f"Learning rate and weight decay per model: {source}; {st['seeds']} seeds per "
-            "point, evaluated on the test split.")
+    return (f"Learning rate and weight decay per model: {summary['settings_source']}; "
+            f"{summary['settings']['seeds']} seeds per point, evaluated on the test split.")
 
 
 def markdown(summary):
@@ -282,10 +287,7 @@ def main(argv=None):
                "command": "python -m benchmarks.learning_curve " + shlex.join(argv),
                "mdl": args.mdl, "baselines": args.baselines, "points": records,
                "gaps": gaps(records, args.mdl, args.baselines),
-               "chosen": chosen, "settings_source": (
-                   f"chosen in {args.from_results}" if args.from_results else
-                   "tuned at every point" if args.tune_each_point else
-                   "tuned once, with the most rows and scenarios"),
+               "chosen": chosen, "settings_source": settings_source(args, settings),
                "scenario_merges": {str(k): v for k, v in merges.items()},
                "settings": dataclasses.asdict(settings),
                "wall_seconds": round(time.time() - start, 1)}
