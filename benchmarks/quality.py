@@ -799,7 +799,8 @@ def chart(summary, path):
     specs = summary["models"]
     rows = [("mean of the cells", summary["mean_over_cells"])] + [
         (f"{c['scenario']} / {c['task']}", c["results"]) for c in summary["cells"]]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * len(rows)))
+    height = 1.2 + 0.32 * len(rows)                                         # inches
+    fig, ax = plt.subplots(figsize=(8, height))
     offsets = (np.arange(len(specs)) - (len(specs) - 1) / 2) * (0.7 / len(specs))
     aucs = np.array([[r[s]["auc_mean"] for s in specs] for _, r in rows], float)  # [R, M]
     counts = (~np.isnan(aucs)).sum(1)
@@ -817,7 +818,7 @@ def chart(summary, path):
     ax.set_title(f"{summary['dataset']}: test AUC per scenario x task, relative to the "
                  "models' mean")
     ax.legend(fontsize=7, ncol=min(len(specs), 5), loc="upper center",
-              bbox_to_anchor=(0.5, -0.8 / (1.2 + 0.32 * len(rows))))
+              bbox_to_anchor=(0.5, -0.8 / height))
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
