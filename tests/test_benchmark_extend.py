@@ -1,34 +1,16 @@
 """benchmarks/extend.py on tiny synthetic data: the arms it runs and the files it writes."""
-import itertools
 import json
 import os
-import shutil
 
 import mdl_tf  # noqa: F401
 import numpy as np
 
 from benchmarks import extend as bench
 
-ROWS = {"train": 2000, "valid": 500, "test": 500}
 
-
-def prepared_copy(small_schema, tiny_dataset, out):
-    """A prepared synthetic copy for --data_dir: conftest's small_schema (8 features: smaller
-    graphs to train) next to the first ROWS of tiny_dataset's files."""
-    os.makedirs(out)
-    shutil.copy(small_schema, os.path.join(out, "schema.yaml"))
-    for split, n in ROWS.items():
-        with open(os.path.join(tiny_dataset, f"{split}.csv")) as src, \
-                open(os.path.join(out, f"{split}.csv"), "w") as dst:
-            dst.writelines(itertools.islice(src, n + 1))    # the header and n rows
-    return out
-
-
-def test_extend_benchmark_writes_every_arm_and_resumes_after_its_last_seed(
-        small_schema, tiny_dataset, tmp_path):
-    data_dir = prepared_copy(small_schema, tiny_dataset, str(tmp_path / "data"))
+def test_extend_benchmark_writes_every_arm_and_resumes_after_its_last_seed(tmp_path):
     argv = [
-        "--dataset", "synthetic", "--data_dir", data_dir, "--holdout", "mall",
+        "--dataset", "synthetic", "--synthetic_rows", "2000", "--holdout", "mall",
         "--seeds", "1", "--epochs", "1", "--extend_epochs", "2", "--fractions", "1",
         "--d_model", "8", "--num_layers", "1", "--num_heads", "2", "--batch_size", "256",
         "--work_dir", str(tmp_path / "work"), "--out_dir", str(tmp_path / "out"),
