@@ -96,22 +96,22 @@ def tiny_run(tiny_dataset, tmp_path_factory):
 # the short ones fill in at the end and both workers finish together. Ordered by the
 # per-file sums of `pytest --durations=0` in a full `make test` run; add a new slow file.
 SLOW_FILES_FIRST = (
-    "tests/test_distribute.py",
     "tests/models/test_baselines.py",
-    "tests/serving/test_serving_extend.py",
+    "tests/test_distribute.py",
     "tests/test_train.py",
-    "tests/test_resume.py",
+    "tests/serving/test_serving_extend.py",
     "tests/test_train_cli.py",
     "tests/pipelines/test_pipeline_datasets.py",
+    "tests/test_resume.py",
     "tests/test_benchmark_extend.py",
-    "tests/serving/test_serving_grpc.py",
-    "tests/test_train_bad_input.py",
     "tests/test_mdl_model.py",
-    "tests/test_data.py",
-    "tests/models/test_mdl_options.py",
-    "tests/serving/test_serving_calibration.py",
-    "tests/serving/test_serving_export.py",
     "tests/test_benchmarks_quality.py",
+    "tests/test_data.py",
+    "tests/test_train_bad_input.py",
+    "tests/models/test_mdl_options.py",
+    "tests/serving/test_serving_export.py",
+    "tests/serving/test_serving_calibration.py",
+    "tests/models/test_mdl_ablations.py",
 )
 
 
