@@ -37,22 +37,42 @@ def tiny_schema(tiny_dataset):
     return schema.load(os.path.join(tiny_dataset, "schema.yaml"))
 
 
+def subset_schema(tiny_dataset, path, groups, num_tasks=None, **updates):
+    """Writes tiny_dataset's schema.yaml with only the features of `groups` ({group:
+    [feature]}), its first num_tasks tasks (None: all) and `updates` applied, to `path`;
+    returns the path. Its files are tiny_dataset's: pass data_dir=tiny_dataset, or put the
+    schema next to a copy of them."""
+    import yaml
+    with open(os.path.join(tiny_dataset, "schema.yaml")) as fh:
+        schema = yaml.safe_load(fh)
+    keep = {name for names in groups.values() for name in names}
+    schema.update(features=[f for f in schema["features"] if f["name"] in keep], groups=groups,
+                  tasks=schema["tasks"][:num_tasks], **updates)
+    with open(path, "w") as fh:
+        yaml.safe_dump(schema, fh, sort_keys=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def micro_schema(tiny_dataset, tmp_path_factory):
     """Path of a schema.yaml that reads tiny_dataset's files (data_dir=tiny_dataset) as 5
     features in 2 groups and 2 tasks: smaller graphs, so less tracing and compilation, for
     tests of what does not depend on the schema's size."""
-    import yaml
-    with open(os.path.join(tiny_dataset, "schema.yaml")) as fh:
-        schema = yaml.safe_load(fh)
-    keep = {"user_id", "item_id", "category", "activity", "price"}
-    schema.update(name="micro", features=[f for f in schema["features"] if f["name"] in keep],
-                  groups={"user": ["user_id", "activity"], "item": ["item_id", "category", "price"]},
-                  tasks=schema["tasks"][:2], scenario_priors={})
-    path = str(tmp_path_factory.mktemp("micro") / "micro.yaml")
-    with open(path, "w") as fh:
-        yaml.safe_dump(schema, fh, sort_keys=False)
-    return path
+    return subset_schema(tiny_dataset, str(tmp_path_factory.mktemp("micro") / "micro.yaml"),
+                         {"user": ["user_id", "activity"],
+                          "item": ["item_id", "category", "price"]},
+                         num_tasks=2, name="micro", scenario_priors={})
+
+
+@pytest.fixture(scope="session")
+def small_schema(tiny_dataset, tmp_path_factory):
+    """Path of a schema.yaml that reads tiny_dataset's files (data_dir=tiny_dataset) with
+    every scenario, task and scenario prior, on 8 of its 14 features in 2 groups
+    (micro_schema's 5 and the 3 prior features): for tests of adding a scenario or a task,
+    with smaller graphs."""
+    return subset_schema(tiny_dataset, str(tmp_path_factory.mktemp("small") / "schema.yaml"),
+                         {"user": ["user_id", "activity", "act_feed", "act_search", "act_mall"],
+                          "item": ["item_id", "category", "price"]})
 
 
 @pytest.fixture(scope="session")
@@ -76,22 +96,22 @@ def tiny_run(tiny_dataset, tmp_path_factory):
 # the short ones fill in at the end and both workers finish together. Ordered by the
 # per-file sums of `pytest --durations=0` in a full `make test` run; add a new slow file.
 SLOW_FILES_FIRST = (
-    "tests/test_distribute.py",
     "tests/models/test_baselines.py",
-    "tests/serving/test_serving_extend.py",
+    "tests/test_distribute.py",
     "tests/test_train.py",
-    "tests/test_resume.py",
+    "tests/serving/test_serving_extend.py",
     "tests/test_train_cli.py",
     "tests/pipelines/test_pipeline_datasets.py",
+    "tests/test_resume.py",
     "tests/test_benchmark_extend.py",
-    "tests/serving/test_serving_grpc.py",
-    "tests/test_train_bad_input.py",
     "tests/test_mdl_model.py",
-    "tests/test_data.py",
-    "tests/models/test_mdl_options.py",
-    "tests/serving/test_serving_calibration.py",
-    "tests/serving/test_serving_export.py",
     "tests/test_benchmarks_quality.py",
+    "tests/test_data.py",
+    "tests/test_train_bad_input.py",
+    "tests/models/test_mdl_options.py",
+    "tests/serving/test_serving_export.py",
+    "tests/serving/test_serving_calibration.py",
+    "tests/models/test_mdl_ablations.py",
 )
 
 

@@ -30,10 +30,10 @@ TIMEOUT = 420
 MICRO_CONFIG = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ffn_multiplier": 2}
 # The in-process float32 run: the mixed-precision test's baseline and the kill -9 test's
 # uninterrupted reference (the killed job trains with the same options).
-SINGLE = dict(config=MICRO_CONFIG, steps=40, steps_per_eval=40, backup_every=10,
+SINGLE = dict(config=MICRO_CONFIG, steps=20, steps_per_eval=20, backup_every=5,
               batch_size=128, learning_rate=5e-3, jit_compile=False,
               early_stopping_patience=0, export=False, verbose=0)
-KILL_AT_STEP = 15
+KILL_AT_STEP = 12   # after the backup at step 10, before the next one
 
 
 # --- fast checks -------------------------------------------------------------------------

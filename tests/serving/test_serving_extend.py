@@ -1,7 +1,8 @@
 """mdl_tf.extend: a scenario and a task added to a trained MDL. Old signatures' outputs stay
 the same, the new signatures serve over gRPC, the lineage is recorded, bad requests fail
 clearly. One base MDL (tiny synthetic data without scenario 'mall' and task 'favourite')
-is trained per module and extended twice."""
+is trained per module and extended twice, on 8 of the data's features (conftest's
+small_schema: smaller graphs to train and export)."""
 import dataclasses
 import json
 import os
@@ -30,13 +31,14 @@ def _without_task(schema):
 
 
 @pytest.fixture(scope="module")
-def work(tiny_dataset, tiny_schema, tmp_path_factory):
+def work(tiny_dataset, small_schema, tmp_path_factory):
     """Schemas: base (no 'mall', no 'favourite') and with_mall (no 'favourite')."""
     root = tmp_path_factory.mktemp("extend")
-    base_path = bench.hold_out(tiny_schema, tiny_dataset, NEW_SCENARIO, str(root / "base_data"))
+    schema = schema_lib.load(small_schema)
+    base_path = bench.hold_out(schema, tiny_dataset, NEW_SCENARIO, str(root / "base_data"))
     schema_lib.dump(_without_task(schema_lib.load(base_path)), base_path)
     with_mall = str(root / "with_mall.yaml")
-    schema_lib.dump(_without_task(tiny_schema), with_mall)
+    schema_lib.dump(_without_task(schema), with_mall)
     return {"root": root, "base_schema": base_path, "with_mall": with_mall,
             "data_dir": tiny_dataset}
 
