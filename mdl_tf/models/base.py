@@ -150,6 +150,12 @@ class RankingModel(tfrs.models.Model):
             other_grads = other_grads[len(variables):]
         optimizer.apply_gradients(zip(dense_grads, dense))
 
+    # Keras traces train_step and test_step with AutoGraph on, which then converts every
+    # layer's call on the way down. No model code here branches or loops on tensor values
+    # (only on the schema and config), so the conversion is pure start-up cost: about a
+    # third of the train function's tracing time (default MDL on the synthetic schema,
+    # 2 CPU cores: 13 s -> 8.6 s, the same losses).
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         encoded, labels = data
         compute = self.loss_and_gradients
@@ -160,6 +166,7 @@ class RankingModel(tfrs.models.Model):
         self.apply_gradient_groups(grads)
         return self.update_metrics(labels, logits, loss)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         encoded, labels = data
         logits = self.logits(encoded, training=False)
