@@ -158,8 +158,8 @@ def settings_source(args, settings):
     if args.from_results:
         return f"chosen in {args.from_results}"
     where = "at every point" if args.tune_each_point else "once, with the most rows and scenarios"
-    return (f"tuned {where} on validation (lr {settings.lrs} x embedding weight decay "
-            f"{settings.weight_decays}, {settings.tune_seeds} seeds per setting)")
+    return (f"tuned {where} on validation ({quality.grid_text(dataclasses.asdict(settings))}"
+            f", {settings.tune_seeds} seeds per setting)")
 
 
 def _settings_text(summary):

@@ -676,24 +676,28 @@ def pm(mean, std):
     return f"{mean:.4f}" if std is None or np.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def protocol_text(st, settings=None):
-    """The protocol in words; `settings` replaces the tuning sentence where the settings
-    came from elsewhere (the learning curve's --from_results)."""
-    grid = (f"{st['trials']} Optuna trials over lr in [{min(st['lrs']):g}, "
+def grid_text(st):
+    """The tuning grid (or Optuna's ranges) of the settings dict `st`, in words."""
+    return (f"{st['trials']} Optuna trials over lr in [{min(st['lrs']):g}, "
             f"{max(st['lrs']):g}] x embedding weight decay in {st['weight_decays']}"
             if st["trials"] else f"lr {st['lrs']} x embedding weight decay "
             f"{st['weight_decays']}")
+
+
+def protocol_text(st, settings_sentence=None):
+    """The protocol in words; `settings_sentence` replaces the tuning sentence where the
+    settings came from elsewhere (the learning curve's --from_results)."""
     evals = (f"every {st['steps_per_eval']} steps" if st["steps_per_eval"]
              else "after every epoch")
     return (f"Backbone for every model: {st['backbone']}. Baselines sized to MDL's "
             f"{st['budget']} parameter count. Optimisers: {st['optimizer_pair']} (unless the "
             f"spec says otherwise), batch {st['batch_size']}, at most {st['epochs']} epochs; "
             f"exact validation AUC (mean over the cells) {evals}, early stopping with "
-            f"patience {st['patience']}, best weights restored. " + (settings or (
-                f"Tuning on validation only: {grid}, {st['tune_seeds']} seeds per point on "
-                f"{st['tune_train_fraction']:g} of the training rows, best mean wins; then "
-                f"{st['seeds']} seeds on {st['train_fraction']:g} of the training rows, "
-                "evaluated on the test split.")) + " ± is the sample std over seeds.")
+            f"patience {st['patience']}, best weights restored. " + (settings_sentence or (
+                f"Tuning on validation only: {grid_text(st)}, {st['tune_seeds']} seeds per "
+                f"point on {st['tune_train_fraction']:g} of the training rows, best mean "
+                f"wins; then {st['seeds']} seeds on {st['train_fraction']:g} of the training "
+                "rows, evaluated on the test split.")) + " ± is the sample std over seeds.")
 
 
 def markdown(summary):
