@@ -12,7 +12,7 @@ GateNU (PEPNet, Chang et al., KDD 2023, "Gate Neural Unit"): G gates, each a 2-l
 import tensorflow as tf
 
 from mdl_tf.layers.per_token_dense import PerTokenDense
-from mdl_tf.layers.towers import ParallelMLP, per_unit_inputs
+from mdl_tf.layers.towers import ParallelMLP
 
 
 def mix_experts(weights, experts):
@@ -36,7 +36,7 @@ class SoftmaxGate(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x):
-        logits = self.logits(per_unit_inputs(x, self.num_gates))         # [B, G, E]
+        logits = self.logits(x)                                          # [B, G, E]
         logits = tf.where(self.mask, logits, logits.dtype.min)         # masked -> weight 0
         return tf.nn.softmax(logits, axis=-1)
 

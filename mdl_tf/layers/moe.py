@@ -41,8 +41,9 @@ class MixtureOfExperts(tf.keras.layers.Layer):
 
     @staticmethod
     def _slots(x, slots):
-        """[B, S, d] -> [B, len(slots), d] (slot of each unit); [B, d] passes through."""
-        return x if slots is None else tf.gather(x, slots, axis=1)
+        """[B, S, d] -> [B, len(slots), d] (slot of each unit); [B, d], the same input
+        in every slot, passes through."""
+        return x if slots is None or x.shape.rank == 2 else tf.gather(x, slots, axis=1)
 
     def get_config(self):
         return {**super().get_config(), "num_experts": self.num_experts, "units": self.units,

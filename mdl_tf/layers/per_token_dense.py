@@ -5,6 +5,8 @@ tokens of different meaning (feature groups, scenarios, tasks) live in different
 subspaces, so each token position gets its own weights instead of one shared projection.
 
 Shapes: x [B, T, d_in] -> [B, T, d_out]; kernel [T, d_in, d_out], bias [T, d_out].
+x [B, d_in] is one input shared by every token (the experts and gates of MMoE read the
+same features): one matmul computes all T outputs.
 With token_major=True the activations are [T, B, d_in] -> [T, B, d_out]: the token axis is
 the batch axis of one batched matmul, so no transposes surround it (in the [B, T, d]
 layout the einsum copies its input and output into that layout on every call; measured
@@ -42,13 +44,16 @@ class PerTokenDense(tf.keras.layers.Layer):
         if token_indices is not None:
             kernel = tf.gather(kernel, token_indices)
             bias = None if bias is None else tf.gather(bias, token_indices)
-        if self.token_major:
+        if x.shape.rank == 2:
+            # One input shared by every token: a single [B, d_in] x [d_in, T * d_out]
+            # matmul, rather than T copies of x through a batched one.
+            y = tf.einsum("bd,tdo->tbo" if self.token_major else "bd,tdo->bto", x, kernel)
+        elif self.token_major:
             y = tf.matmul(x, kernel)                  # [T, B, d_in] x [T, d_in, d_out]
-            bias = None if bias is None else bias[:, None, :]          # [T, 1, d_out]
         else:
             y = tf.einsum("btd,tdo->bto", x, kernel)  # [B, T, d_in] x [T, d_in, d_out]
         if bias is not None:
-            y = y + bias
+            y = y + (bias[:, None, :] if self.token_major else bias)     # [T, 1, d_out]
         return self.activation(y)
 
     def get_config(self):

@@ -15,13 +15,6 @@ import tensorflow as tf
 from mdl_tf.layers.per_token_dense import PerTokenDense
 
 
-def per_unit_inputs(x, num_units):
-    """[B, d] -> [B, K, d] (the same input for each of K units); [B, K, d] unchanged."""
-    if x.shape.rank == 3:
-        return x
-    return tf.tile(x[:, None, :], [1, num_units, 1])                   # [B, K, d]
-
-
 class ParallelMLP(tf.keras.layers.Layer):
     def __init__(self, num_mlps, units, activation="relu", activate_output=False, dropout=0.0,
                  **kwargs):
@@ -40,7 +33,7 @@ class ParallelMLP(tf.keras.layers.Layer):
 
     def call(self, x, training=False, scales=None, token_indices=None):
         """token_indices: run only those MLPs, on an x [B, len(token_indices), d_in]."""
-        h = per_unit_inputs(x, self.num_mlps)                            # [B, K, d_in]
+        h = x                                              # [B, d_in] or [B, K, d_in]
         for i, layer in enumerate(self.dense_layers):
             h = layer(h, token_indices=token_indices)                    # [B, K, units[i]]
             if i < len(self.dense_layers) - 1:

@@ -7,7 +7,8 @@ task and `shared_experts` shared ones. A task's gate mixes its own and the share
 experts; a shared gate (all levels but the last) mixes every expert and feeds the next
 level's shared experts. The scenario is an ordinary feature.
 
-    level input: slots [B, N_t + 1, d_in]  (task slots, then the shared slot; level 1: h)
+    level input: slots [B, N_t + 1, d_in]  (task slots, then the shared slot; level 1: h
+                 [B, d_in], the same input in every slot)
     level output: [B, N_t + 1, expert_units]  (last level: [B, N_t, expert_units])
     logits[:, t] = tower_t(output[:, t])      [B, N_t]
 """
@@ -15,7 +16,6 @@ import dataclasses
 from typing import ClassVar
 
 from mdl_tf.layers.moe import MixtureOfExperts
-from mdl_tf.layers.towers import per_unit_inputs
 from mdl_tf.models.backbone import BackboneConfig, BackboneModel, flatten_tokens, make_towers
 
 
@@ -51,7 +51,7 @@ class PLE(BackboneModel):
                                 dropout=c.dropout, name=name)
 
     def head(self, tokens, embeddings, encoded, training=False):
-        slots = per_unit_inputs(flatten_tokens(tokens), self.schema.num_tasks + 1)
+        slots = flatten_tokens(tokens)              # [B, d_in]: the same in every slot
         for level in self.levels:
             slots = level(slots, training=training)          # [B, N_t (+1), expert_units]
         return self.towers(slots, training=training)[..., 0]                 # [B, N_t]
