@@ -695,9 +695,15 @@ def protocol_text(st, settings_sentence=None):
             f"exact validation AUC (mean over the cells) {evals}, early stopping with "
             f"patience {st['patience']}, best weights restored. " + (settings_sentence or (
                 f"Tuning on validation only: {grid_text(st)}, {st['tune_seeds']} seeds per "
-                f"point on {st['tune_train_fraction']:g} of the training rows, best mean "
-                f"wins; then {st['seeds']} seeds on {st['train_fraction']:g} of the training "
-                "rows, evaluated on the test split.")) + " ± is the sample std over seeds.")
+                f"point on {rows_text(st['tune_train_fraction'])}, best mean wins; then "
+                f"{st['seeds']} seeds on {rows_text(st['train_fraction'])}, evaluated on the "
+                "test split.")) + " ± is the sample std over seeds.")
+
+
+def rows_text(fraction):
+    """'all the training rows' or '30 % of the training rows'."""
+    return ("all the training rows" if fraction >= 1
+            else f"{100 * fraction:g} % of the training rows")
 
 
 def markdown(summary):
