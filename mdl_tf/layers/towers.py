@@ -32,7 +32,8 @@ class ParallelMLP(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x, training=False, scales=None, token_indices=None):
-        """token_indices: run only those MLPs, on an x [B, len(token_indices), d_in]."""
+        """token_indices: run only those MLPs, on an x [B, len(token_indices), d_in] (or
+        the [B, d_in] they all read)."""
         h = x                                              # [B, d_in] or [B, K, d_in]
         for i, layer in enumerate(self.dense_layers):
             h = layer(h, token_indices=token_indices)                    # [B, K, units[i]]
