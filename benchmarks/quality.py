@@ -509,15 +509,20 @@ def optuna_search(settings, evaluate):
 # --- one model ----------------------------------------------------------------------------
 class ResultCache:
     """Each model's finished result, pickled under the work dir and keyed by the spec, the
-    protocol settings and the training rows: an interrupted benchmark, run again with the
-    same flags, resumes after its last finished model instead of starting over."""
+    model's config (defaults included), the protocol settings and the training rows: an
+    interrupted benchmark, run again with the same flags, resumes after its last finished
+    model instead of starting over, and a model whose defaults changed runs again."""
 
     def __init__(self, directory, settings, train_rows):
         self.directory = directory
         self.key = json.dumps([dataclasses.asdict(settings), train_rows], sort_keys=True)
 
     def _path(self, spec):
-        digest = hashlib.md5(f"{spec}|{self.key}".encode()).hexdigest()[:16]
+        name, overrides, _ = parse_spec(spec)
+        config = ({} if name in reference_models.MODELS
+                  else dataclasses.asdict(make_config(name, overrides)))
+        key = f"{spec}|{self.key}|{json.dumps(config, sort_keys=True, default=str)}"
+        digest = hashlib.md5(key.encode()).hexdigest()[:16]
         return os.path.join(self.directory, f"{spec.split(':')[0]}-{digest}.pkl")
 
     def has(self, spec):

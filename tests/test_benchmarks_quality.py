@@ -221,6 +221,17 @@ def test_benchmark_end_to_end_reuses_tuning_runs_as_final_seeds(tmp_path, capsys
         assert json.load(fh)["cells"] == saved["cells"]
 
 
+def test_result_cache_is_keyed_by_the_models_config_defaults_included(tmp_path, monkeypatch):
+    cache = quality.ResultCache(str(tmp_path), settings(), train_rows=800)
+    before = cache._path("mdl")
+    assert cache._path("mdl:task_head=mlp") != before
+    # A new default in the registry (no spec changed) is a new result, not the cached one.
+    real = quality.make_config
+    monkeypatch.setattr(quality, "make_config", lambda name, overrides: dataclasses.replace(
+        real(name, overrides), task_head="mlp"))
+    assert cache._path("mdl") != before
+
+
 # --- reference rows ----------------------------------------------------------------------
 @pytest.mark.parametrize("name,fits", [("sk_logreg", 1), ("sk_hgb", 2)])
 def test_reference_rows_produce_test_aucs(bench, name, fits):
