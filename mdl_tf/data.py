@@ -101,6 +101,18 @@ class BadRowCounter:
                             f"{max_bad_fraction}; fix the input or raise the limit")
 
 
+def report_bad_rows(counters: dict, max_bad_fraction: float, record=None) -> None:
+    """Prints each split's bad-row counts ({split: BadRowCounter}), hands their reports to
+    `record` ({split: report}, e.g. into run.json), then raises DataError for the first
+    split above max_bad_fraction (every split is printed first)."""
+    for split, counter in counters.items():
+        print(f"bad rows ({split}): {counter.summary()}")
+    if record is not None:
+        record({split: counter.report() for split, counter in counters.items()})
+    for split, counter in counters.items():
+        counter.check(f"split '{split}'", max_bad_fraction)
+
+
 def expand_files(pattern: str) -> list:
     files = sorted(globlib.glob(pattern))
     if not files:

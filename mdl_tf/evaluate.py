@@ -154,9 +154,7 @@ def main(argv):
                           FLAGS.output or metrics_path(FLAGS.model_dir, FLAGS.split),
                           FLAGS.batch_size, fitted, FLAGS.bad_rows, counters.get(FLAGS.split),
                           predictions)
-        for split, counter in counters.items():
-            print(f"bad rows ({split}): {counter.summary()}")
-            counter.check(f"split '{split}'", FLAGS.max_bad_fraction)
+        data.report_bad_rows(counters, FLAGS.max_bad_fraction)
     print_tables(result, f"{schema.name} / {info['model']} / split={FLAGS.split}")
 
 

@@ -300,15 +300,6 @@ def check_splits(schema, data_dir, opts):
         data.check_usable(schema, split, data_dir, opts.bad_rows)
 
 
-def report_bad_rows(model_dir, counters, max_bad_fraction):
-    """Prints each split's bad-row counts, records them in run.json, enforces the limit."""
-    for split, counter in counters.items():
-        print(f"bad rows ({split}): {counter.summary()}")
-    runs.record(model_dir, bad_rows={split: c.report() for split, c in counters.items()})
-    for split, counter in counters.items():
-        counter.check(f"split '{split}'", max_bad_fraction)
-
-
 class StartStep(tf.keras.callbacks.Callback):
     """Prints the step training starts from (after BackupAndRestore has restored it)."""
 
@@ -438,7 +429,8 @@ def train(opts: TrainOptions) -> dict:
                                calibration=fitted, bad_rows=opts.bad_rows, counter=counter,
                                predictions=predictions)
     if counters:
-        report_bad_rows(opts.model_dir, counters, opts.max_bad_fraction)
+        data.report_bad_rows(counters, opts.max_bad_fraction,
+                             lambda reports: runs.record(opts.model_dir, bad_rows=reports))
     evaluate.print_tables(result, f"{schema.name} / {opts.model} / split={opts.eval_split}")
     export_path = None
     if opts.export:
