@@ -523,7 +523,7 @@ class ResultCache:
                   else dataclasses.asdict(make_config(name, overrides)))
         key = f"{spec}|{self.key}|{json.dumps(config, sort_keys=True, default=str)}"
         digest = hashlib.md5(key.encode()).hexdigest()[:16]
-        return os.path.join(self.directory, f"{spec.split(':')[0]}-{digest}.pkl")
+        return os.path.join(self.directory, f"{name}-{digest}.pkl")
 
     def has(self, spec):
         return os.path.exists(self._path(spec))
