@@ -18,6 +18,7 @@ dropped instead and counted per file and reason in a `BadRowCounter`.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import glob as globlib
 import os
@@ -143,21 +144,27 @@ def make_dataset(schema: Schema, split: str, *, data_dir: str | None = None,
         dialect.check_compressed(path)
     if counter is not None:
         counter.bind(files)
-    if schema.format == "csv":
-        records = _csv_lines(schema, files)
-        parse = _CsvParser(schema, files, bad_rows, counter)
-    else:
-        records = _tfrecord_records(files)
-        parse = _ExampleParser(schema, bad_rows, counter)
+    records = (_csv_lines(schema, files) if schema.format == "csv"
+               else _tfrecord_records(files))
+    parse = _block_parser(schema, files, bad_rows, counter)
+
+    def parse_block(path, number, record):
+        features, labels = parse(path, number, record)
+        if bad_rows == "error":   # no row is dropped: the block's static size carries over
+            for t in [*features.values(), labels]:
+                t.set_shape(record.shape[:1].concatenate(t.shape[1:]))
+        return features, labels
+
     def parse_blocks(ds, block, drop_remainder):
         # Parsing blocks of records is far cheaper than one record at a time. The parsers'
         # Python branches and loops are over the schema, never over tensors: traced without
         # AutoGraph, whose conversion of them cost each process seconds before its first batch.
         ds = ds.batch(block, drop_remainder=drop_remainder)
-        ds = ds.map(tf.autograph.experimental.do_not_convert(parse),
+        ds = ds.map(tf.autograph.experimental.do_not_convert(parse_block),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if transform is not None:
-            ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.map(tf.autograph.experimental.do_not_convert(transform),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds
 
     if cache:
@@ -176,6 +183,43 @@ def make_dataset(schema: Schema, split: str, *, data_dir: str | None = None,
     if not exact:
         ds = ds.unbatch().batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class _ParserCache:
+    """The block parsers of the last `size` (schema object, bad_rows, counter, CSV header)
+    keys: one tf.function each, traced once for every block size. A run reads up to six
+    datasets of one schema (usable-row checks, train, valid, evaluation); each traced its own
+    copy of the same parser graph before, about a second of CPU apiece. An entry holds its
+    schema and counter, so their ids in the key cannot be reused while it lives."""
+
+    def __init__(self, size: int = 8):
+        self.size, self.entries = size, collections.OrderedDict()
+
+    def get(self, key: tuple, owners: tuple, make):
+        if key not in self.entries:
+            self.entries[key] = (owners, make())
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        return self.entries[key][1]
+
+
+_PARSERS = _ParserCache()
+_BLOCK_SIGNATURE = [tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int64),
+                    tf.TensorSpec([None], tf.string)]   # path, line/record number, record
+
+
+def _block_parser(schema, files, bad_rows, counter):
+    """parse(path [B], number [B], record [B]) -> (features, labels) for `files` (whose
+    headers the CSV parser checks on every call), shared through _PARSERS."""
+    if schema.format == "csv":
+        parser = _CsvParser(schema, files, bad_rows, counter)
+        header = tuple(parser.header)
+    else:
+        parser, header = _ExampleParser(schema, bad_rows, counter), None
+    key = (id(schema), schema.format, bad_rows, id(counter), header)
+    return _PARSERS.get(key, (schema, counter), lambda: tf.function(
+        parser.__call__, input_signature=_BLOCK_SIGNATURE, autograph=False))
 
 
 def check_usable(schema: Schema, split: str, data_dir: str | None = None,
@@ -225,7 +269,7 @@ def _numbered(files: list, reader, start: int, keep=None) -> tf.data.Dataset:
         return records.map(lambda n, r: (path, n, r))
 
     return tf.data.Dataset.from_tensor_slices(files).interleave(
-        one_file, cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
+        tf.autograph.experimental.do_not_convert(one_file), cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)
 
 
