@@ -23,6 +23,7 @@ import contextlib
 import glob as globlib
 import os
 import re
+import typing
 
 import mdl_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
@@ -35,6 +36,7 @@ LABEL_MISSING = -1.0
 SCENARIO_KEY = "scenario"
 GROUP_KEY = "gauc_group"
 ERROR_MARK = "MDL_DATA_ERROR"
+NUMBERING_BLOCK = 1024   # records numbered at a time, per file (see _numbered)
 
 
 class BadRowCounter:
@@ -259,18 +261,26 @@ def _csv_lines(schema: Schema, files: list) -> tf.data.Dataset:
 
 
 def _numbered(files: list, reader, start: int, keep=None) -> tf.data.Dataset:
-    """(file, record number, record) triples of all files, interleaved deterministically;
-    keep(record) -> bool drops records after they are numbered (blank CSV lines)."""
+    """(file, record number, record) triples of all files, interleaved deterministically in
+    blocks of NUMBERING_BLOCK records; keep(records [k]) -> [k] bool drops records after
+    they are numbered (blank CSV lines).
+
+    Numbering works on blocks: per-record interleave, filter and map cost about 100 us of
+    CPU per record, more than parsing it (a 60,000-line CSV: 6.1 s against 0.5 s)."""
     def one_file(path):
         compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-        records = reader(path, compression).enumerate(start=start)
-        if keep is not None:
-            records = records.filter(lambda n, r: keep(r))
-        return records.map(lambda n, r: (path, n, r))
+        blocks = reader(path, compression).enumerate(start=start).batch(NUMBERING_BLOCK)
+
+        def label(numbers, records):                 # [k], [k] -> the kept records' triples
+            if keep is not None:
+                kept = keep(records)
+                numbers, records = tf.boolean_mask(numbers, kept), tf.boolean_mask(records, kept)
+            return tf.fill(tf.shape(numbers), path), numbers, records
+        return blocks.map(tf.autograph.experimental.do_not_convert(label))
 
     return tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.autograph.experimental.do_not_convert(one_file), cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
+        tf.autograph.experimental.do_not_convert(one_file), cycle_length=min(len(files), 4),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 class _CsvParser:
@@ -294,7 +304,7 @@ class _CsvParser:
     def __call__(self, path, line_no, line):
         s = self.schema
         fields, line_problems = dialect.split_lines_tf(line, s.csv_delimiter, len(self.header))
-        where = path + tf.constant(":") + tf.strings.as_string(line_no) + ": "
+        where = _location(path, ":", line_no)
         problems = [_problem("unparseable", bad, where, what, value)
                     for bad, what, value in line_problems]
         features = {}
@@ -340,25 +350,42 @@ def _known_scenarios(schema: Schema, scen: tf.Tensor) -> tf.Tensor:
     return tf.reduce_all(per_row, axis=1) & (parts.row_lengths() > 0) & (scen != "")
 
 
+class _Problem(typing.NamedTuple):
+    """One check of a block: the rows it fails and how to word the error for one row."""
+    reason: int        # index in values.REASONS
+    bad: tf.Tensor     # [B] bool
+    message: typing.Callable   # row (scalar int64) -> scalar string
+
+
+def _location(path, separator, number):
+    """row -> "<file><separator><number>: " of that row (path, number: [B])."""
+    return lambda row: path[row] + separator + tf.strings.as_string(number[row]) + ": "
+
+
 def _problem(reason, bad, where, what, value, suffix=""):
-    """(reason index, [B] string): the error message for rows where `bad`, '' elsewhere."""
-    return (values.REASONS.index(reason),
-            tf.where(bad, where + what + "'" + value + "'" + suffix, ""))
+    """A _Problem whose message reads `<where(row)><what>'<value[row]>'<suffix>`. Messages
+    are built for the one row an error reports, never for the whole block: building them
+    for every row was about 40 % of the parser's CPU."""
+    def message(row):
+        cell = value[row]
+        return (where(row) + what + "'" + (cell if cell.dtype == tf.string
+                                           else tf.strings.as_string(cell)) + "'" + suffix)
+    return _Problem(values.REASONS.index(reason), bad, message)
 
 
 def _apply_policy(path, features, labels, problems, bad_rows, counter):
-    msgs = tf.stack([m for _, m in problems], axis=1)           # [B, n_checks]
-    has = tf.not_equal(msgs, "")
+    has = tf.stack([p.bad for p in problems], axis=1)           # [B, n_checks]
     bad = tf.reduce_any(has, axis=1)                            # [B]
     if bad_rows == "skip":
         first = tf.argmax(tf.cast(has, tf.int32), axis=1)       # [B] the first problem
-        reasons = tf.gather(tf.constant([r for r, _ in problems]), first)
+        reasons = tf.gather(tf.constant([p.reason for p in problems]), first)
         with tf.control_dependencies([counter.add(path, reasons, bad)]):
             keep = tf.identity(~bad)
         features = {k: tf.boolean_mask(v, keep) for k, v in features.items()}
         return features, tf.boolean_mask(labels, keep)
     row = tf.argmax(tf.cast(bad, tf.int32))
-    first = tf.gather(msgs[row], tf.argmax(tf.cast(has[row], tf.int32)))
+    messages = tf.stack([p.message(row) for p in problems])    # [n_checks], of that row
+    first = tf.gather(messages, tf.argmax(tf.cast(has[row], tf.int32)))
     check = tf.debugging.Assert(~tf.reduce_any(bad), [ERROR_MARK, first, ERROR_MARK])
     with tf.control_dependencies([check]):
         labels = tf.identity(labels)
@@ -443,7 +470,7 @@ class _ExampleParser:
     def __call__(self, path, index, serialized):
         s = self.schema
         parsed = tf.io.parse_example(serialized, self.spec)
-        where = path + tf.constant(":record ") + tf.strings.as_string(index) + ": "
+        where = _location(path, ":record ", index)
         features = raw_from_parsed(s, parsed)
         scen = features[SCENARIO_KEY]
         problems = []
@@ -451,7 +478,7 @@ class _ExampleParser:
             if f.type == "dense":
                 problems += [_problem("bad_value", bad, where,
                                       f"feature '{f.source_column}': {what}",
-                                      tf.strings.as_string(features[f.name]))
+                                      features[f.name])
                              for bad, what in values.dense_number_tf(features[f.name], f.log1p)]
         problems.append(_problem("unknown_scenario", ~_known_scenarios(s, scen), where,
                                  f"feature '{s.scenario.column}': unknown scenario ", scen,
@@ -466,7 +493,7 @@ class _ExampleParser:
             bad = (v != -1) & (v != 0) & (v != 1)
             problems.append(_problem("label_out_of_range", bad, where,
                                      f"feature '{t.column}': label must be 0, 1 or "
-                                     "missing, got ", tf.strings.as_string(v)))
+                                     "missing, got ", v))
             labels.append(tf.cast(v, tf.float32))
         return _apply_policy(path, features, tf.stack(labels, axis=1), problems, self.bad_rows,
                              self.counter)
