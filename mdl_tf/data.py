@@ -220,6 +220,8 @@ def _block_parser(schema, files, bad_rows, counter):
     else:
         parser, header = _ExampleParser(schema, bad_rows, counter), None
     key = (id(schema), schema.format, bad_rows, id(counter), header)
+    if os.environ.get("NOSHARE"):
+        return parser
     return _PARSERS.get(key, (schema, counter), lambda: tf.function(
         parser.__call__, input_signature=_BLOCK_SIGNATURE, autograph=False))
 
@@ -305,7 +307,7 @@ class _CsvParser:
         s = self.schema
         fields, line_problems = dialect.split_lines_tf(line, s.csv_delimiter, len(self.header))
         where = _location(path, ":", line_no)
-        problems = [_problem("unparseable", bad, where, what, value)
+        problems = [_problem("unparseable", bad, what, value)
                     for bad, what, value in line_problems]
         features = {}
         for f in s.features:
@@ -313,15 +315,15 @@ class _CsvParser:
             col = f"column '{f.source_column}': "
             if f.type == "dense":
                 features[f.name], checks = values.dense_text_tf(raw, f.default, f.log1p)
-                problems += [_problem("bad_value", bad, where, col + what, raw)
+                problems += [_problem("bad_value", bad, col + what, raw)
                              for bad, what in checks]
             elif f.dtype == "int64" and f.type == "categorical":
                 features[f.name], bad = values.id_text_tf(raw)
-                problems.append(_problem("bad_value", bad, where, col + values.NOT_INT64, raw))
+                problems.append(_problem("bad_value", bad, col + values.NOT_INT64, raw))
             else:
                 features[f.name] = raw
         scen = map_scenario_values(s, self._col(fields, s.scenario.column))
-        problems.append(_problem("unknown_scenario", ~_known_scenarios(s, scen), where,
+        problems.append(_problem("unknown_scenario", ~_known_scenarios(s, scen),
                                  f"column '{s.scenario.column}': unknown scenario ", scen,
                                  f" (known: {', '.join(s.scenario.names)})"))
         features[SCENARIO_KEY] = scen
@@ -333,11 +335,12 @@ class _CsvParser:
         for t in s.tasks:
             raw = self._col(fields, t.column)
             value, bad = values.label_text_tf(raw)
-            problems.append(_problem("label_out_of_range", bad, where,
+            problems.append(_problem("label_out_of_range", bad,
                                      f"column '{t.column}': {values.BAD_LABEL}", raw))
             labels.append(value)
         labels = tf.stack(labels, axis=1)
-        return _apply_policy(path, features, labels, problems, self.bad_rows, self.counter)
+        return _apply_policy(path, where, features, labels, problems, self.bad_rows,
+                             self.counter)
 
 
 def _known_scenarios(schema: Schema, scen: tf.Tensor) -> tf.Tensor:
@@ -351,29 +354,30 @@ def _known_scenarios(schema: Schema, scen: tf.Tensor) -> tf.Tensor:
 
 
 class _Problem(typing.NamedTuple):
-    """One check of a block: the rows it fails and how to word the error for one row."""
-    reason: int        # index in values.REASONS
-    bad: tf.Tensor     # [B] bool
-    message: typing.Callable   # row (scalar int64) -> scalar string
+    """One check of a block: the rows it fails; their error reads
+    `<file>:<line>: <what>'<value>'<suffix>`."""
+    reason: int          # index in values.REASONS
+    bad: tf.Tensor       # [B] bool
+    what: str
+    value: tf.Tensor     # [B], the cell's text (or number)
+    suffix: str
+
+
+def _problem(reason, bad, what, value, suffix=""):
+    return _Problem(values.REASONS.index(reason), bad, what, value, suffix)
+
+
+def _text(value):
+    return value if value.dtype == tf.string else tf.strings.as_string(value)
 
 
 def _location(path, separator, number):
     """row -> "<file><separator><number>: " of that row (path, number: [B])."""
-    return lambda row: path[row] + separator + tf.strings.as_string(number[row]) + ": "
+    return lambda row: (tf.gather(path, row) + separator +
+                        tf.strings.as_string(tf.gather(number, row)) + ": ")
 
 
-def _problem(reason, bad, where, what, value, suffix=""):
-    """A _Problem whose message reads `<where(row)><what>'<value[row]>'<suffix>`. Messages
-    are built for the one row an error reports, never for the whole block: building them
-    for every row was about 40 % of the parser's CPU."""
-    def message(row):
-        cell = value[row]
-        return (where(row) + what + "'" + (cell if cell.dtype == tf.string
-                                           else tf.strings.as_string(cell)) + "'" + suffix)
-    return _Problem(values.REASONS.index(reason), bad, message)
-
-
-def _apply_policy(path, features, labels, problems, bad_rows, counter):
+def _apply_policy(path, where, features, labels, problems, bad_rows, counter):
     has = tf.stack([p.bad for p in problems], axis=1)           # [B, n_checks]
     bad = tf.reduce_any(has, axis=1)                            # [B]
     if bad_rows == "skip":
@@ -383,11 +387,15 @@ def _apply_policy(path, features, labels, problems, bad_rows, counter):
             keep = tf.identity(~bad)
         features = {k: tf.boolean_mask(v, keep) for k, v in features.items()}
         return features, tf.boolean_mask(labels, keep)
+    # The error names the first bad row's first problem. Its message is built for that
+    # row alone: building every row's was ~40 % of the parser's CPU.
     row = tf.argmax(tf.cast(bad, tf.int32))
-    messages = tf.stack([p.message(row) for p in problems])    # [n_checks], of that row
-    first = tf.gather(messages, tf.argmax(tf.cast(has[row], tf.int32)))
-    check = tf.debugging.Assert(~tf.reduce_any(bad), [ERROR_MARK, first, ERROR_MARK])
-    with tf.control_dependencies([check]):
+    check = tf.argmax(tf.cast(tf.gather(has, row), tf.int32))
+    cells = tf.stack([_text(tf.gather(p.value, row)) for p in problems])   # [n_checks]
+    first = (where(row) + tf.gather([p.what for p in problems], check) + "'" +
+             tf.gather(cells, check) + "'" + tf.gather([p.suffix for p in problems], check))
+    assertion = tf.debugging.Assert(~tf.reduce_any(bad), [ERROR_MARK, first, ERROR_MARK])
+    with tf.control_dependencies([assertion]):
         labels = tf.identity(labels)
     return features, labels
 
@@ -476,11 +484,11 @@ class _ExampleParser:
         problems = []
         for f in s.features:
             if f.type == "dense":
-                problems += [_problem("bad_value", bad, where,
+                problems += [_problem("bad_value", bad,
                                       f"feature '{f.source_column}': {what}",
                                       features[f.name])
                              for bad, what in values.dense_number_tf(features[f.name], f.log1p)]
-        problems.append(_problem("unknown_scenario", ~_known_scenarios(s, scen), where,
+        problems.append(_problem("unknown_scenario", ~_known_scenarios(s, scen),
                                  f"feature '{s.scenario.column}': unknown scenario ", scen,
                                  f" (known: {', '.join(s.scenario.names)})"))
         if s.gauc_group:
@@ -491,11 +499,12 @@ class _ExampleParser:
         for t in s.tasks:
             v = parsed[t.column]
             bad = (v != -1) & (v != 0) & (v != 1)
-            problems.append(_problem("label_out_of_range", bad, where,
+            problems.append(_problem("label_out_of_range", bad,
                                      f"feature '{t.column}': label must be 0, 1 or "
                                      "missing, got ", v))
             labels.append(tf.cast(v, tf.float32))
-        return _apply_policy(path, features, tf.stack(labels, axis=1), problems, self.bad_rows,
+        return _apply_policy(path, where, features, tf.stack(labels, axis=1), problems,
+                             self.bad_rows,
                              self.counter)
 
 
