@@ -1,5 +1,8 @@
 """Shared fixtures. TF_USE_LEGACY_KERAS must be set before TensorFlow is imported."""
+import fcntl
+import json
 import os
+import shutil
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,6 +17,20 @@ TINY_ROWS = {"train": 6000, "valid": 2000, "test": 2000}
 TINY_CONFIG = {"d_model": 16, "num_layers": 1, "num_heads": 2, "ffn_multiplier": 2}
 
 
+def skip_graph_optimizations():
+    """Turns off Grappler, TensorFlow's graph optimiser, in this process. It rewrites every
+    graph once before its first run (train and test steps, dataset functions, signatures):
+    about 4 of a tiny training run's 25 s of CPU, which the tests' small batches never earn
+    back. What a graph computes is unchanged; the CLIs the tests start as subprocesses,
+    the demo and the benchmarks run with it."""
+    import tensorflow as tf
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
+def pytest_configure(config):
+    skip_graph_optimizations()
+
+
 def shared_data(*parts):
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     path = os.path.join(SHARED_DATA, *parts)
@@ -22,13 +39,30 @@ def shared_data(*parts):
     return path
 
 
+def built_once(tmp_path_factory, worker_id, name, build):
+    """The path of a directory that build(path) fills once per `pytest` run: under
+    pytest-xdist the first worker to ask builds it (behind a file lock) and the others
+    reuse it, instead of each worker building its own copy."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent                          # the workers' common base directory
+    path, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)            # released when the file closes
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)     # a build interrupted earlier
+            path.mkdir()
+            build(str(path))
+            done.touch()
+    return str(path)
+
+
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
+def tiny_dataset(tmp_path_factory, worker_id):
     """A small synthetic dataset: directory with train/valid/test.csv and schema.yaml."""
     from mdl_tf.datasets import synthetic
-    out = str(tmp_path_factory.mktemp("tiny_synthetic"))
-    synthetic.prepare(out, rows=TINY_ROWS)
-    return out
+    return built_once(tmp_path_factory, worker_id, "tiny_synthetic",
+                      lambda out: synthetic.prepare(out, rows=TINY_ROWS))
 
 
 @pytest.fixture(scope="session")
@@ -76,19 +110,28 @@ def small_schema(tiny_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tiny_dataset, tmp_path_factory):
-    """A small MDL trained once for the session, evaluated and exported.
+def tiny_run(tiny_dataset, tmp_path_factory, worker_id):
+    """A small MDL trained, evaluated and exported once per `pytest` run (built_once).
 
-    Returns train()'s result dict plus "model_dir"; tests must not modify it.
+    {"model_dir", "metrics" (of valid), "export_path", "model" (restored from the last
+    checkpoint, the exported weights)}; tests must not modify it.
     """
-    from mdl_tf import train
-    model_dir = str(tmp_path_factory.mktemp("tiny_run"))
-    opts = train.TrainOptions(dataset=os.path.join(tiny_dataset, "schema.yaml"),
-                              model_dir=model_dir, config=dict(TINY_CONFIG), epochs=2,
-                              batch_size=256, jit_compile=False, early_stopping_patience=0,
-                              verbose=0)
-    result = train.train(opts)
-    return {**result, "model_dir": model_dir}
+    from mdl_tf import runs, train
+
+    def build(model_dir):
+        train.train(train.TrainOptions(
+            dataset=os.path.join(tiny_dataset, "schema.yaml"), model_dir=model_dir,
+            config=dict(TINY_CONFIG), epochs=2, batch_size=256, jit_compile=False,
+            early_stopping_patience=0, verbose=0))
+
+    model_dir = built_once(tmp_path_factory, worker_id, "tiny_run", build)
+    with open(os.path.join(model_dir, "metrics_valid.json")) as fh:
+        metrics = json.load(fh)
+    export_base = os.path.join(model_dir, "export")
+    (version,) = os.listdir(export_base)
+    return {"model_dir": model_dir, "metrics": metrics,
+            "export_path": os.path.join(export_base, version),
+            "model": runs.restore_model(model_dir)[0]}
 
 
 # `make test` runs each file whole on one of two workers (`--dist loadfile`), handing out

@@ -22,7 +22,11 @@ import numpy as np  # noqa: E402
 import portpicker  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from conftest import skip_graph_optimizations  # noqa: E402  (this script's directory)
 from mdl_tf import distribute, train  # noqa: E402
+
+# As in the test process: the kill -9 test compares this process's weights with its.
+skip_graph_optimizations()
 
 
 class KillAtStep(tf.keras.callbacks.Callback):
