@@ -213,8 +213,6 @@ def _block_parser(schema, files, bad_rows, counter):
     else:
         parser, header = _ExampleParser(schema, bad_rows, counter), None
     key = (id(schema), schema.format, bad_rows, id(counter), header)
-    if os.environ.get("NOSHARE"):
-        return parser
     return _PARSERS.get(key, (schema, counter), lambda: tf.function(
         parser.__call__, input_signature=_BLOCK_SIGNATURE, autograph=False))
 
@@ -513,8 +511,7 @@ class _ExampleParser:
                                      "missing, got ", v))
             labels.append(tf.cast(v, tf.float32))
         return _apply_policy(path, where, features, tf.stack(labels, axis=1), problems,
-                             self.bad_rows,
-                             self.counter)
+                             self.bad_rows, self.counter)
 
 
 def locate_bad_record(files: list) -> str | None:
