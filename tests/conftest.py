@@ -137,24 +137,25 @@ def tiny_run(tiny_dataset, tmp_path_factory, worker_id):
 # `make test` runs each file whole on one of two workers (`--dist loadfile`), handing out
 # files in collection order (`--no-loadscope-reorder`). The slowest files go first, so that
 # the short ones fill in at the end and both workers finish together. Ordered by the
-# per-file sums of `pytest --durations=0` in a full `make test` run; add a new slow file.
+# per-file CPU seconds of a full `make test` run (2026-12-01); add a new slow file.
 SLOW_FILES_FIRST = (
-    "tests/models/test_baselines.py",
     "tests/test_distribute.py",
+    "tests/test_train_cli.py",
     "tests/test_train.py",
     "tests/serving/test_serving_extend.py",
-    "tests/test_train_cli.py",
+    "tests/models/test_baselines.py",
     "tests/pipelines/test_pipeline_datasets.py",
-    "tests/test_resume.py",
-    "tests/test_benchmark_extend.py",
     "tests/test_mdl_model.py",
-    "tests/test_benchmarks_quality.py",
-    "tests/test_data.py",
-    "tests/test_train_bad_input.py",
+    "tests/test_resume.py",
     "tests/models/test_mdl_options.py",
+    "tests/test_benchmark_extend.py",
+    "tests/test_benchmarks_quality.py",
     "tests/serving/test_serving_export.py",
-    "tests/serving/test_serving_calibration.py",
+    "tests/test_train_bad_input.py",
     "tests/models/test_mdl_ablations.py",
+    "tests/serving/test_serving_calibration.py",
+    "tests/test_infer.py",
+    "tests/test_data.py",
 )
 
 
