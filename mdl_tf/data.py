@@ -212,7 +212,7 @@ def _block_parser(schema, files, bad_rows, counter):
         header = tuple(parser.header)
     else:
         parser, header = _ExampleParser(schema, bad_rows, counter), None
-    key = (id(schema), schema.format, bad_rows, id(counter), header)
+    key = (id(schema), bad_rows, id(counter), header)
     return _PARSERS.get(key, (schema, counter), lambda: tf.function(
         parser.__call__, input_signature=_BLOCK_SIGNATURE, autograph=False))
 
@@ -375,6 +375,7 @@ def _problem(reason, bad, what, value, suffix=""):
 
 
 def _text(value):
+    """A tensor as strings: itself when it holds strings, else tf.strings.as_string of it."""
     return value if value.dtype == tf.string else tf.strings.as_string(value)
 
 
@@ -472,7 +473,7 @@ def join_sparse(v, separator):
     """[B] string from a parsed column: sparse values joined, dense values stringified."""
     if isinstance(v, tf.SparseTensor):
         return tf.strings.reduce_join(tf.RaggedTensor.from_sparse(v), axis=1, separator=separator)
-    return v if v.dtype == tf.string else tf.strings.as_string(v)
+    return _text(v)
 
 
 class _ExampleParser:

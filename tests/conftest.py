@@ -116,7 +116,8 @@ def tiny_run(tiny_dataset, tmp_path_factory, worker_id):
     {"model_dir", "metrics" (of valid), "export_path", "model" (restored from the last
     checkpoint, the exported weights)}; tests must not modify it.
     """
-    from mdl_tf import runs, train
+    from mdl_tf import evaluate, runs, train
+    from mdl_tf.contract.versions import versions_on_disk
 
     def build(model_dir):
         train.train(train.TrainOptions(
@@ -125,12 +126,12 @@ def tiny_run(tiny_dataset, tmp_path_factory, worker_id):
             early_stopping_patience=0, verbose=0))
 
     model_dir = built_once(tmp_path_factory, worker_id, "tiny_run", build)
-    with open(os.path.join(model_dir, "metrics_valid.json")) as fh:
+    with open(evaluate.metrics_path(model_dir, "valid")) as fh:
         metrics = json.load(fh)
     export_base = os.path.join(model_dir, "export")
-    (version,) = os.listdir(export_base)
+    (version,) = versions_on_disk(export_base)
     return {"model_dir": model_dir, "metrics": metrics,
-            "export_path": os.path.join(export_base, version),
+            "export_path": os.path.join(export_base, str(version)),
             "model": runs.restore_model(model_dir)[0]}
 
 
