@@ -181,18 +181,20 @@ def make_dataset(schema: Schema, split: str, *, data_dir: str | None = None,
 
 
 class _ParserCache:
-    """The block parsers of the last `size` (schema object, bad_rows, counter, CSV header)
-    keys: one tf.function each, traced once for every block size. A run reads up to six
+    """The block parsers of the last `size` (schema, bad_rows, counter, CSV header) keys:
+    one tf.function each, traced once for every block size. A run reads up to six
     datasets of one schema (usable-row checks, train, valid, evaluation); each traced its own
-    copy of the same parser graph before, about a second of CPU apiece. An entry holds its
-    schema and counter, so their ids in the key cannot be reused while it lives."""
+    copy of the same parser graph before, about a second of CPU apiece. The schema is keyed
+    by its contents (repr: every field, path included), so that runs one after another in
+    one process (benchmarks, tests) share the parser of a schema loaded again. An entry
+    holds its counter, so the counter's id in the key cannot be reused while it lives."""
 
     def __init__(self, size: int = 8):
         self.size, self.entries = size, collections.OrderedDict()
 
-    def get(self, key: tuple, owners: tuple, make):
+    def get(self, key: tuple, owner, make):
         if key not in self.entries:
-            self.entries[key] = (owners, make())
+            self.entries[key] = (owner, make())
             while len(self.entries) > self.size:
                 self.entries.popitem(last=False)
         self.entries.move_to_end(key)
@@ -212,8 +214,8 @@ def _block_parser(schema, files, bad_rows, counter):
         header = tuple(parser.header)
     else:
         parser, header = _ExampleParser(schema, bad_rows, counter), None
-    key = (id(schema), bad_rows, id(counter), header)
-    return _PARSERS.get(key, (schema, counter), lambda: tf.function(
+    key = (repr(schema), bad_rows, id(counter), header)
+    return _PARSERS.get(key, counter, lambda: tf.function(
         parser.__call__, input_signature=_BLOCK_SIGNATURE, autograph=False))
 
 

@@ -28,7 +28,9 @@ def skip_graph_optimizations():
 
 
 def pytest_configure(config):
-    skip_graph_optimizations()
+    # Under pytest-xdist the controller runs no test: TensorFlow loads only in the workers.
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        skip_graph_optimizations()
 
 
 def shared_data(*parts):
