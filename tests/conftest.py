@@ -137,9 +137,9 @@ def tiny_run(tiny_dataset, tmp_path_factory, worker_id):
             "model": runs.restore_model(model_dir)[0]}
 
 
-# `make test` runs each file whole on one of two workers (`--dist loadfile`), handing out
+# `make test` runs each file whole on one of its workers (`--dist loadfile`), handing out
 # files in collection order (`--no-loadscope-reorder`). The slowest files go first, so that
-# the short ones fill in at the end and both workers finish together. Ordered by the
+# the short ones fill in at the end and the workers finish together. Ordered by the
 # per-file CPU seconds of a full `make test` run (2026-12-01); add a new slow file.
 SLOW_FILES_FIRST = (
     "tests/test_distribute.py",
