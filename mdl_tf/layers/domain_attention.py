@@ -24,17 +24,11 @@ over B x H. The two agree within float rounding.
 import math
 
 import tensorflow as tf
-from tf_keras.src.utils import control_flow_util
 
 from mdl_tf.layers.per_token_dense import PerTokenDense, PerTokenFFN
+from mdl_tf.layers.xla import in_xla_compilation
 
 PROJECTIONS = ("linear", "mlp")
-
-
-def in_xla_compilation():
-    """True while tracing inside tf.function(jit_compile=True) (also nested in one); the
-    same check Keras makes to pick a layer's implementation."""
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def attention_broadcast(q, k, v, num_heads):
