@@ -355,7 +355,8 @@ memory: forward + backward of that pair at `[8, 2048, 64]` took 17.4 ms under XL
 12.6 ms without. Written as slices and concatenations (the same permutation, value for
 value: `tests/layers/test_layers.py`) it takes 10.9 ms under XLA (17.0 ms without, so
 outside XLA the transpose stays). A whole RankMixer block went from 47 to 26 ms under XLA
-(40 ms without). Here: MDL with XLA 10,232 -> 14,057 examples/s, so XLA is now 1.16x
+(40 ms without). In a full run with it (same day, whole step compiled): MDL with XLA
+10,232 -> 14,057 examples/s, so XLA was 1.16x
 for MDL (1.19x by CPU time); our MMoE, whose backbone has the same blocks, 11,759 ->
 16,276 with XLA (as fast as without). MDL is 0.86x our MMoE (each with XLA; 0.75x
 without) and 0.74x DeepCTR's MMoE. `mixed_bfloat16` under XLA is now slower than fp32
@@ -363,9 +364,25 @@ under XLA (0.91x). The per-scenario signature is 1.22x `serving_default` at 15
 scenarios (1.28x and 1.19x in the two runs before: serving does not use XLA and did not
 change, so that spread is this machine's noise).
 
-Still short of the targets: MDL against MMoE, XLA at 1.16x against 1.2x, our MMoE
-against DeepCTR's (0.86x). The reasons in "Why MDL trails MMoE" below still hold (the
-sections below are the earlier runs' analysis, with those runs' numbers).
+**XLA policy on CPU.** Those numbers (14,057 examples/s for MDL with XLA, XLA 1.16x) came
+from compiling the whole train step. The train step took 16 ms (MDL) and 26 ms (our MMoE)
+longer than forward + backward alone under XLA, against about nothing without XLA: the
+optimizer updates (the embedding tables' sparse ones included) cost more compiled. On
+CPU `--jit_compile` now compiles forward + backward only and applies the gradients
+outside XLA (as Keras' optimizers turn their own XLA off on CPU; on GPU the whole step is
+still compiled). Paired train steps (scratch script, same process, 40 steps each): MDL
+1.08x and our MMoE 1.15x faster than the whole step compiled. This run, the committed
+tables above: XLA 1.23x for MDL (by CPU time 1.24x); our MMoE with XLA 1.03x DeepCTR's
+MMoE with XLA; MDL 0.78x DeepCTR's; MDL 0.76x our MMoE with XLA (our MMoE gained more
+from the change) and 0.74x without. The machine ran slower in this run than in the one
+before it on the same day (MDL without XLA 10,672 against 12,168 examples/s): compare
+ratios. The per-scenario signature: 1.18x at 15 scenarios (1.28x, 1.19x and 1.22x in the
+three runs before; serving did not change).
+
+Still short of the targets: MDL against MMoE (0.76x / 0.74x) and against DeepCTR's MMoE
+(0.78x), and the per-scenario signature in this run. The reasons in "Why MDL trails
+MMoE" below still hold (the sections below are the earlier runs' analysis, with those
+runs' numbers).
 
 ## Shared-input experts (2026-11-30 run)
 
