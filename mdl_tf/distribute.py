@@ -1,6 +1,6 @@
 """Scale-out training on tf.distribute: strategies, TF_CONFIG, input, XLA and precision policy.
 
-    --strategy default           one device; `--jit_compile` XLA-compiles the whole train step
+    --strategy default           one device; `--jit_compile`: see XLA below
     --strategy mirrored          every local GPU, synchronous all-reduce
     --strategy multi_worker      MultiWorkerMirroredStrategy over the TF_CONFIG cluster
     --strategy parameter_server  ParameterServerStrategy: the chief coordinates, workers compute,
