@@ -47,10 +47,19 @@ def deepctr_mmoe(schema, expert_units, num_experts=4, tower_units=64, seed=0):
                 task_names=tuple(schema.task_names), seed=seed)
 
 
-def sized_deepctr_mmoe(schema, target):
-    """deepctr_mmoe with the expert width whose parameter count is closest to target."""
+def param_counts(model):
+    """{"dense": weights other than the embedding tables, "total": all weights} of a DeepCTR
+    model (as benchmarks.quality.param_counts for ours)."""
+    tables = sum(layer.count_params() for layer in model.layers
+                 if isinstance(layer, tf.keras.layers.Embedding))
+    return {"dense": model.count_params() - tables, "total": model.count_params()}
+
+
+def sized_deepctr_mmoe(schema, target, budget="dense"):
+    """deepctr_mmoe with the expert width whose parameter count (under `budget`: "dense"
+    or "total") is closest to target."""
     def count(units):
-        return deepctr_mmoe(schema, units).count_params()
+        return param_counts(deepctr_mmoe(schema, units))[budget]
     lo, hi = 4, 4096
     while hi - lo > 1:
         mid = (lo + hi) // 2

@@ -1,5 +1,5 @@
-"""Training throughput: MDL vs MMoE vs DeepCTR's MMoE at equal parameter count, XLA on and
-off, on this machine; and the per-scenario serving signature's speed-up.
+"""Training throughput: MDL vs MMoE vs DeepCTR's MMoE at equal dense parameter count, XLA on
+and off, on this machine; and the per-scenario serving signature's speed-up.
 
     python -m benchmarks.train_throughput [--batch_size 2048] [--steps 12] [--rounds 4]
         [--skip_default_run] [--out benchmarks/results/train_throughput.md]
@@ -9,7 +9,7 @@ Both print, as their last line, one JSON object of the headline ratios; the full
 writes it next to the table (train_throughput.json).
 
 Per configuration (model x XLA, plus MDL under mixed_bfloat16; DeepCTR's MMoE from the
-`bench` extra, see benchmarks/peers.py, sized to the same parameter count):
+`bench` extra, see benchmarks/peers.py, sized to the same dense parameter count):
   train step        model.make_train_function(), the step model.fit runs: forward,
                     backward, both optimizer groups, loss and AUC updates; on encoded
                     batches held in memory, so the input pipeline is measured apart
@@ -27,8 +27,10 @@ train function, and the wall time and peak RSS of the default training run
 
 Timing: the median step time over `rounds` x `steps` steps. Configurations take turns
 step by step, so that load from other processes on a shared machine falls on all of them
-alike; CPU time per step (all threads) is reported next to wall time. MMoE is sized to MDL's parameter count with its
-config's size_field (benchmarks/quality.sized_overrides).
+alike; CPU time per step (all threads) is reported next to wall time.
+Sizing: MMoE and DeepCTR's MMoE get the expert width that brings their dense parameters
+(every weight but the embedding tables, benchmarks.quality's default budget) closest to
+MDL's (benchmarks/quality.sized_overrides, peers.sized_deepctr_mmoe).
 """
 import dataclasses
 import datetime
@@ -58,12 +60,14 @@ from benchmarks.flags import DEEPCTR_MMOE
 from mdl_tf import data, datasets, distribute, export, train
 from mdl_tf.contract import signatures as signature_names
 from mdl_tf.datasets import synthetic
+from mdl_tf.layers import domain_attention
 from mdl_tf.models import build_model, make_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {"train": 20_480, "valid": 2048, "test": 2048}
 QUICK_ROWS = {"train": 8192, "valid": 256, "test": 256}
 IN_MEMORY_BATCHES = 4
+BUDGET = "dense"        # the parameter count the models are sized to (quality.param_counts)
 SERVING_BATCH, SERVING_SCENARIOS = 256, (3, 15)
 
 
@@ -127,7 +131,7 @@ class DeepCTRConfig(Config):
         super().__init__(DEEPCTR_MMOE, {}, schema, xla, quick=quick)
 
     def build(self, schema, overrides):
-        model = peers.sized_deepctr_mmoe(schema, self.target_params)
+        model = peers.sized_deepctr_mmoe(schema, self.target_params, BUDGET)
         model.compile(tf.keras.optimizers.Adam(train.TrainOptions.learning_rate),
                       "binary_crossentropy", metrics=[tf.keras.metrics.AUC(name="auc")],
                       jit_compile=self.xla)
@@ -160,14 +164,14 @@ def measure_round(configs, dataset, batch, steps):
 
 
 def make_configs(schema, models, quick=False):
-    target = quality.count_params("mdl", schema, {})
+    target = quality.count_params("mdl", schema, {}, BUDGET)
     configs = []
     for name in models:
         for xla in (False, True):
             if name == DEEPCTR_MMOE:
                 configs.append(DeepCTRConfig(schema, target, xla, quick))
             else:
-                overrides = quality.sized_overrides(name, schema, {}, target)
+                overrides = quality.sized_overrides(name, schema, {}, target, BUDGET)
                 configs.append(Config(name, overrides, schema, xla, quick=quick))
     if "mdl" in models and not quick:
         configs += [Config("mdl", {}, schema, xla, "mixed_bfloat16") for xla in (False, True)]
@@ -232,6 +236,41 @@ def contraction_flops(op):
         n = b[-2] if op.get_attr("adj_y") else b[-1]
         return 2 * int(np.prod(a[:-2])) * m * k * n
     return 0
+
+
+# --- MDL's attention products ---------------------------------------------------------------
+def attention_products_ms(config, batch_size, repeats=20):
+    """Median wall ms of forward + backward of MDL's domain-attention products alone (scores,
+    softmax over the feature tokens, weighted sum of the values: the part of
+    layers/domain_attention.py after the projections) for all its attention layers, on
+    random q, k, v of the model's shapes, in the formulation the layer uses with or
+    without XLA. MMoE has no counterpart of this work."""
+    layers = config.model.scenario_attention + config.model.task_attention
+    product = (domain_attention.attention_broadcast if config.xla
+               else domain_attention.attention_matmul)
+    shapes = [([layer.num_queries, batch_size, layer.key.units],
+               [layer.key.num_tokens, batch_size, layer.key.units]) for layer in layers]
+    qs = [tf.random.normal(q) for q, _ in shapes]
+    ks, vs = ([tf.random.normal(f) for _, f in shapes] for _ in range(2))
+
+    @tf.function(jit_compile=config.xla)
+    def forward_backward(qs, ks, vs):
+        with tf.GradientTape() as tape:
+            tape.watch([qs, ks, vs])
+            outs = [product(q, k, v, layer.num_heads)[0]
+                    for q, k, v, layer in zip(qs, ks, vs, layers)]
+            loss = tf.add_n([tf.reduce_sum(out * out) for out in outs])
+        return tape.gradient(loss, [qs, ks, vs])
+
+    def run():
+        tf.nest.map_structure(np.asarray, forward_backward(qs, ks, vs))
+    run()                                               # traces and compiles
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
 
 
 # --- per-scenario serving ------------------------------------------------------------------
@@ -457,15 +496,16 @@ def report(configs, flops, params, extra, args):
         "Wall ms are medians of wall-clock step times (examples/s derive from them); CPU ms "
         "are medians of the process's CPU time per step, summed over its threads: the work a "
         "step costs, less sensitive to the other jobs than wall time.", "",
-        "| configuration | params | train step wall ms | examples/s | train step CPU ms | "
-        "fwd+bwd wall / CPU ms | forward wall / CPU ms | train GFLOP/s |",
+        "| configuration | dense / total params | train step wall ms | examples/s | "
+        "train step CPU ms | fwd+bwd wall / CPU ms | forward wall / CPU ms | train GFLOP/s |",
         "|---|---|---|---|---|---|---|---|"]
     for c in configs:
         ms = {k: 1000 * statistics.median(v) for k, v in c.times.items()}
         cpu = {k: 1000 * statistics.median(v) for k, v in c.cpu.items()}
         gflops = 3 * flops[c.name] * rate[c.label] / 1e9
-        lines.append(f"| {c.label} | {params[c.name]:,} | {ms['train step']:.1f} | "
-                     f"{rate[c.label]:,.0f} | {cpu['train step']:.1f} | "
+        count = params[c.name]
+        lines.append(f"| {c.label} | {count['dense']:,} / {count['total']:,} | "
+                     f"{ms['train step']:.1f} | {rate[c.label]:,.0f} | {cpu['train step']:.1f} | "
                      f"{ms['forward+backward']:.1f} / {cpu['forward+backward']:.1f} | "
                      f"{ms['forward']:.1f} / {cpu['forward']:.1f} | {gflops:.1f} |")
     lines += ["", "Model FLOPs per example (forward contractions; training = 3x): " + ", ".join(
@@ -483,6 +523,7 @@ def report(configs, flops, params, extra, args):
     for label, shares in extra["profile"].items():
         lines.append(f"| {label} | " + " | ".join(f"{100 * shares[c]:.0f}%"
                                                     for c in categories) + " |")
+    lines += attention_lines(configs, extra["attention_ms"])
     lines += ["", f"## Per-scenario serving (default MDL, batch {SERVING_BATCH}, in process)", "",
               "| scenarios | serving_default p50 ms | scenario_<s> p50 ms | "
               "scenario_<s>__<task> p50 ms | speed-up | speed-up (one task) |",
@@ -503,6 +544,27 @@ def report(configs, flops, params, extra, args):
                      f"{extra['default_run_s']:.0f} s wall, peak RSS "
                      f"{extra['peak_rss_mb']:,.0f} MB.")
     return "\n".join(lines) + "\n\n" + ANALYSIS
+
+
+def attention_lines(configs, attention_ms):
+    """MDL's forward + backward next to its attention products alone and to MMoE's."""
+    if not attention_ms:
+        return []
+    fwd_bwd = {c.label: 1000 * statistics.median(c.times["forward+backward"])
+               for c in configs}
+    lines = ["", "## MDL's domain-attention products", "",
+             "Forward + backward wall ms of MDL's domain-attention products alone (scores, "
+             "softmax, weighted values of all its attention layers; `attention_products_ms`), "
+             "timed after the rounds, next to the whole model's forward + backward from the "
+             "rounds.", "",
+             "| configuration | MDL fwd+bwd ms | attention products ms | MDL less the products "
+             "| MMoE fwd+bwd ms |", "|---|---|---|---|---|"]
+    for label, ms in attention_ms.items():
+        mmoe = fwd_bwd.get(label.replace("mdl", "mmoe", 1))
+        lines.append(f"| {label} | {fwd_bwd[label]:.1f} | {ms:.1f} | "
+                     f"{fwd_bwd[label] - ms:.1f} | "
+                     f"{'-' if mmoe is None else f'{mmoe:.1f}'} |")
+    return lines
 
 
 def ratios(rate, extra):
@@ -533,8 +595,8 @@ def ratios(rate, extra):
 
 
 RATIO_TARGETS = (   # (target, ratio key, goal); issue 11
-    ("MDL >= 1.0x MMoE examples/s at equal params (XLA)", "mdl_vs_mmoe_xla", 1.0),
-    ("MDL >= 1.0x MMoE examples/s at equal params (no XLA)", "mdl_vs_mmoe_no_xla", 1.0),
+    ("MDL >= 1.0x MMoE examples/s at equal dense params (XLA)", "mdl_vs_mmoe_xla", 1.0),
+    ("MDL >= 1.0x MMoE examples/s at equal dense params (no XLA)", "mdl_vs_mmoe_no_xla", 1.0),
     ("XLA >= 1.2x no XLA for MDL on CPU (examples/s)", "xla_speedup_mdl", 1.2),
     (f"per-scenario signature >= 1.2x serving_default at batch {SERVING_BATCH}, "
      f"{max(SERVING_SCENARIOS)} scenarios (p50)", "per_scenario_speedup", 1.2),
@@ -599,12 +661,15 @@ def write_report(configs, schema, data_dir, work_dir, first, extra, args):
     """The full run's measurements beyond the train steps, and the Markdown report."""
     first_of = {c.name: c for c in reversed(configs)}
     flops = {m: forward_flops_per_example(c, first) for m, c in first_of.items()}
-    params = {m: c.model.count_params() for m, c in first_of.items()}
+    params = {m: (peers.param_counts(c.model) if m == DEEPCTR_MMOE
+                  else quality.param_counts(c.model)) for m, c in first_of.items()}
     extra["input_rate"] = input_pipeline_rate(configs[0].model, schema, data_dir,
                                               args.batch_size)
     extra["tracings"] = {c.label: c.train_step.experimental_get_tracing_count()
                          for c in configs}
     extra["profile"] = {c.label: profile_categories(c) for c in configs if c.policy is None}
+    extra["attention_ms"] = {c.label: attention_products_ms(c, args.batch_size)
+                             for c in configs if c.name == "mdl" and c.policy is None}
     if not args.skip_default_run:
         extra["default_run_s"], extra["peak_rss_mb"] = default_run(work_dir)
     text = report(configs, flops, params, extra, args)
