@@ -128,3 +128,29 @@ def test_domain_fusion_and_tokenizer_token_major_equal_batch_major():
     copy_weights(batch_major, token_major)
     np.testing.assert_allclose(swap(token_major(imp, emb)).numpy(), expected.numpy(),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_attention_broadcast_gradient_equals_autodiff(xla):
+    """attention_broadcast's written-out gradient (what XLA compiles) equals automatic
+    differentiation of the matmul formulation, through the outputs and through the
+    attention weights."""
+    from mdl_tf.layers.domain_attention import attention_broadcast, attention_matmul
+    q, k, v = x(Q, B, D), x(N, B, D, seed=3), x(N, B, D, seed=4)
+
+    def gradients(product, weights_to_batch_major):
+        @tf.function(jit_compile=xla)
+        def run(q, k, v):
+            with tf.GradientTape() as tape:
+                tape.watch([q, k, v])
+                out, weights = product(q, k, v, H)
+                weights = weights_to_batch_major(weights)                   # [B, H, Q, F]
+                loss = tf.reduce_sum(out * tf.sin(out)) + tf.reduce_sum(weights * tf.cos(
+                    tf.range(N, dtype=tf.float32)))
+            return tape.gradient(loss, [q, k, v])
+        return [g.numpy() for g in run(q, k, v)]
+
+    written_out = gradients(attention_broadcast, lambda w: tf.transpose(w, [2, 3, 0, 1]))
+    autodiff = gradients(attention_matmul, lambda w: w)
+    for a, b in zip(written_out, autodiff):
+        np.testing.assert_allclose(a, b, atol=1e-5)
