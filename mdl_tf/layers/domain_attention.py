@@ -40,7 +40,7 @@ def attention_broadcast(q, k, v, num_heads):
     Under XLA the derivative of the broadcast product `q * k` would be materialised as a
     [Q, F, B, d] tensor and reduced several times (for q, for k, for the projections'
     biases); written out, dq and dk are each one multiply-reduce of the score gradients.
-    MDL's forward + backward under XLA, batch 2048, 2 cores: 77 -> 71 ms.
+    MDL's forward + backward under XLA, batch 2048, 2 cores: 77 -> 70 ms.
     """
     (n_q, n_f), d = (q.shape[0], k.shape[0]), q.shape[-1]
     e = d // num_heads

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mdl_tf import layers as L
+from mdl_tf.layers.domain_attention import attention_broadcast, attention_matmul
 
 B, N, Q, D, H = 5, 4, 3, 8, 2
 
@@ -135,7 +136,6 @@ def test_attention_broadcast_gradient_equals_autodiff(xla):
     """attention_broadcast's written-out gradient (what XLA compiles) equals automatic
     differentiation of the matmul formulation, through the outputs and through the
     attention weights."""
-    from mdl_tf.layers.domain_attention import attention_broadcast, attention_matmul
     q, k, v = x(Q, B, D), x(N, B, D, seed=3), x(N, B, D, seed=4)
 
     def gradients(product, weights_to_batch_major):
