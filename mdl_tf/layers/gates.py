@@ -16,8 +16,10 @@ from mdl_tf.layers.towers import ParallelMLP
 
 
 def mix_experts(weights, experts):
-    """weights [B, G, E], experts [B, E, u] -> [B, G, u]."""
-    return tf.einsum("bge,beu->bgu", weights, experts)
+    """weights [B, G, E], experts [B, E, u] -> [B, G, u]. A batched matmul: the einsum
+    of the same product ran 1.3x slower without XLA (forward + backward at MMoE's shapes,
+    batch 2048, 2 cores; the same under XLA)."""
+    return tf.matmul(weights, experts)
 
 
 class SoftmaxGate(tf.keras.layers.Layer):

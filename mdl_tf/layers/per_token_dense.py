@@ -19,6 +19,11 @@ import math
 import tensorflow as tf
 
 
+def swap_token_batch(tokens):
+    """[B, N, d] (batch-major) -> [N, B, d] (token-major) and back."""
+    return tf.transpose(tokens, [1, 0, 2])
+
+
 class PerTokenDense(tf.keras.layers.Layer):
     """y[:, t] = x[:, t] @ W_t + b_t for every token t, with its own W_t and b_t."""
 
@@ -45,9 +50,7 @@ class PerTokenDense(tf.keras.layers.Layer):
             kernel = tf.gather(kernel, token_indices)
             bias = None if bias is None else tf.gather(bias, token_indices)
         if x.shape.rank == 2:
-            # One input shared by every token: a single [B, d_in] x [d_in, T * d_out]
-            # matmul, rather than T copies of x through a batched one.
-            y = tf.einsum("bd,tdo->tbo" if self.token_major else "bd,tdo->bto", x, kernel)
+            y = self._shared_input(x, kernel)
         elif self.token_major:
             y = tf.matmul(x, kernel)                  # [T, B, d_in] x [T, d_in, d_out]
         else:
@@ -55,6 +58,16 @@ class PerTokenDense(tf.keras.layers.Layer):
         if bias is not None:
             y = y + (bias[:, None, :] if self.token_major else bias)     # [T, 1, d_out]
         return self.activation(y)
+
+    def _shared_input(self, x, kernel):
+        """One input x [B, d_in] read by every token: a single [B, d_in] x [d_in, T * d_out]
+        matmul, rather than T copies of x through a batched one. Written as that matmul,
+        not as einsum("bd,tdo->bto"): under XLA the einsum's gradient ran 3x its forward
+        (MMoE's experts; forward + backward of MMoE 4-6 % faster, the same without XLA)."""
+        t, d_in = int(kernel.shape[0]), int(kernel.shape[1])
+        flat = tf.reshape(tf.transpose(kernel, [1, 0, 2]), [d_in, t * self.units])
+        y = tf.reshape(tf.matmul(x, flat), [-1, t, self.units])          # [B, T, d_out]
+        return tf.transpose(y, [1, 0, 2]) if self.token_major else y     # [T, B, d_out]
 
     def get_config(self):
         return {**super().get_config(), "num_tokens": self.num_tokens, "units": self.units,

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from mdl_tf.layers import FeatureEmbedding, FeatureTokenizer, make_interaction
 from mdl_tf.layers.encoding import SCENARIO_KEY
+from mdl_tf.layers.per_token_dense import swap_token_batch
 from mdl_tf.layers.towers import ParallelMLP
 from mdl_tf.models.base import RankingModel
 from mdl_tf.schema import Feature
@@ -115,11 +116,6 @@ class BackboneModel(RankingModel):
     def head(self, tokens, embeddings, encoded, training=False):
         """tokens [B, N_f, d] -> logits [B, N_t]."""
         raise NotImplementedError
-
-
-def swap_token_batch(tokens):
-    """[B, N, d] -> [N, B, d] (token-major) and back."""
-    return tf.transpose(tokens, [1, 0, 2])
 
 
 def flatten_tokens(tokens):

@@ -67,9 +67,9 @@ import tensorflow as tf
 from mdl_tf.layers import (DomainAwareAttention, DomainFusion, DomainTokenizer,
                            FeatureEmbedding, PerTokenDense, PerTokenFFN, TokenTowerHead)
 from mdl_tf.layers.encoding import SCENARIO_KEY
+from mdl_tf.layers.per_token_dense import swap_token_batch
 from mdl_tf.models.backbone import (BackboneConfig, BackboneModel, flatten_tokens,
-                                    make_towers, membership_weights, swap_token_batch,
-                                    tower_hidden_units)
+                                    make_towers, membership_weights, tower_hidden_units)
 
 CHOICES = ("linear", "mlp")     # of task_head and qkv_projection
 

@@ -75,17 +75,19 @@ def test_per_token_dense_token_major_is_the_reference_einsum_and_subsets():
     np.testing.assert_allclose(subset, out[[3, 1]], atol=1e-6)
 
 
+@pytest.mark.parametrize("xla", [False, True])
 @pytest.mark.parametrize("token_major", [False, True])
-def test_per_token_dense_shared_input_equals_every_token_reading_it(token_major):
+def test_per_token_dense_shared_input_equals_every_token_reading_it(token_major, xla):
     """x [B, d_in] (one input for all tokens, the experts' case) is one matmul; the same
     result as that input copied to every token, in both layouts, and token subsets."""
     layer = L.PerTokenDense(N, 5, activation="relu", token_major=token_major)
+    call = tf.function(lambda t, **kw: layer(t, **kw), jit_compile=xla)
     inp = x(B, D)
     copied = tf.tile(inp[None] if token_major else inp[:, None], [N, 1, 1] if token_major
                      else [1, N, 1])                                      # [N, B, D] / [B, N, D]
-    full = layer(copied).numpy()
-    np.testing.assert_allclose(layer(inp).numpy(), full, atol=1e-5)
-    subset = layer(inp, token_indices=[3, 1]).numpy()
+    full = call(copied).numpy()
+    np.testing.assert_allclose(call(inp).numpy(), full, atol=1e-5)
+    subset = call(inp, token_indices=[3, 1]).numpy()
     np.testing.assert_allclose(subset, full[[3, 1]] if token_major else full[:, [3, 1]],
                                atol=1e-5)
 
