@@ -5,9 +5,9 @@
     TF_CONFIG=... python -m mdl_tf.train --strategy multi_worker --model_dir /shared/runs/x
 
 Trains (XLA only with `--jit_compile`: about 1.2x on CPU at batch 2048, BUILD.md),
-checkpoints every epoch and resumes from the latest checkpoint in `--model_dir`; a killed run restarted with
-the same command resumes from its last backup (every `--backup_every` steps,
-BackupAndRestore) and ends where it would have ended, early stopping included
+checkpoints every epoch and resumes from the latest checkpoint in `--model_dir`; a killed
+run restarted with the same command resumes from its last backup (every `--backup_every`
+steps, BackupAndRestore) and ends where it would have ended, early stopping included
 (mdl_tf/resume.py); a finished run is not trained again unless `--force_retrain`. Logs to
 TensorBoard, stops early on the mean validation AUC, then evaluates (per scenario x task;
 writes metrics_<split>.json) and exports a SavedModel to `<model_dir>/export/<version>/`.

@@ -55,6 +55,37 @@ def test_parallel_mlp_scales_multiply_hidden_units():
                                                      zero.shape), atol=1e-6)
 
 
+def reference_mlps(layer, inputs, scales=None, mlps=None):
+    """numpy: MLP k (its own kernels) on its input [B, d_in] -> [B, len(mlps), units[-1]]."""
+    out = []
+    for j, k in enumerate(range(layer.num_mlps) if mlps is None else mlps):
+        h = inputs if inputs.ndim == 2 else inputs[:, j]
+        for i, dense in enumerate(layer.dense_layers):
+            h = h @ dense.kernel.numpy()[k] + dense.bias.numpy()[k]
+            if i < len(layer.dense_layers) - 1:
+                h = np.maximum(h, 0) * (1 if scales is None else scales[i][:, j])
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+@pytest.mark.parametrize("xla", [False, True])
+@pytest.mark.parametrize("units", [[8, 2], [7]])
+@pytest.mark.parametrize("shared", [True, False])
+def test_parallel_mlp_equals_separate_mlps(shared, units, xla):
+    """Token-major inside (or one plain matmul: a single layer on a shared input), the
+    same as K separate MLPs: per-MLP inputs, hidden-unit scales and MLP subsets included."""
+    layer = ParallelMLP(K, units)
+    call = tf.function(lambda t, **kw: layer(t, **kw), jit_compile=xla)
+    inputs = x(B, D) if shared else x(B, K, D)
+    scales = [x(B, K, u, seed=4 + i) for i, u in enumerate(units[:-1])] or None
+    np.testing.assert_allclose(call(inputs, scales=scales).numpy(),
+                               reference_mlps(layer, inputs.numpy(), scales and [
+                                   s.numpy() for s in scales]), atol=1e-5)
+    subset = inputs if shared else tf.gather(inputs, [2, 0], axis=1)
+    np.testing.assert_allclose(call(subset, token_indices=[2, 0]).numpy(),
+                               reference_mlps(layer, subset.numpy(), mlps=[2, 0]), atol=1e-5)
+
+
 def test_softmax_gate_respects_allowed_experts():
     gate = SoftmaxGate(2, 4, allowed=[[0, 3], [1, 2, 3]])
     w = gate(x(B, D)).numpy()
