@@ -17,8 +17,8 @@ Batch size: `--batch_size` is global for the synchronous strategies (split evenl
 `num_replicas_in_sync` replicas by Keras). Under parameter_server each worker step takes a
 whole batch of `--batch_size`: steps are asynchronous, there is no global step batch.
 
-XLA (`xla_policy`): default compiles the whole step on GPU and only forward + backward on
-CPU (the optimizer updates run faster outside XLA there); mirrored and multi_worker compile
+XLA (`xla_policy`): default compiles the whole step (with the embedding tables' gradients
+dense inside it, see RankingModel.train_step); mirrored and multi_worker compile
 only forward + backward (XLA has no CPU collectives) and all-reduce and apply the
 gradients outside; parameter_server runs without XLA (it cannot compile variables that
 live on another task); on TPU everything is compiled anyway.
@@ -225,15 +225,12 @@ def serve_forever(config: ClusterConfig | None = None) -> None:
 
 
 # --- XLA and precision -------------------------------------------------------------------
-def xla_policy(name: str, jit_compile: bool, gpu: bool | None = None) -> tuple:
-    """(compile the whole train step, compile only forward + backward) for a strategy;
-    `gpu`: whether TensorFlow sees a GPU (None: ask it).
+def xla_policy(name: str, jit_compile: bool) -> tuple:
+    """(compile the whole train step, compile only forward + backward) for a strategy.
 
-    Without a GPU the default strategy compiles forward + backward only and applies the
-    gradients outside XLA, as Keras' optimizers turn their own XLA off on CPU: the updates
-    (the embedding tables' sparse ones included) cost more compiled than not. Paired runs
-    of the train step (batch 2048, 2 cores): MDL 1.08x and our MMoE 1.15x faster than
-    with the whole step compiled (BUILD.md, "XLA policy")."""
+    The default strategy compiles the whole step, on CPU too: with the embedding tables'
+    gradients dense inside XLA (RankingModel.train_step) the compiled optimizer updates
+    cost less than applying them outside (BUILD.md, "XLA policy")."""
     if not jit_compile or name == "tpu":       # TPUStrategy compiles the whole step itself
         return False, False
     if name == "parameter_server":
@@ -243,9 +240,7 @@ def xla_policy(name: str, jit_compile: bool, gpu: bool | None = None) -> tuple:
         return False, False
     if name in ("mirrored", "multi_worker"):
         return False, True
-    if gpu is None:
-        gpu = bool(tf.config.list_physical_devices("GPU"))
-    return (True, False) if gpu else (False, True)
+    return True, False
 
 
 def mixed_precision_policy(distribution: Distribution) -> str:

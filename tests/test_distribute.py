@@ -89,8 +89,7 @@ def test_batch_size_must_split_over_the_replicas():
 
 
 def test_xla_policy_per_strategy(caplog):
-    assert distribute.xla_policy("default", True, gpu=True) == (True, False)
-    assert distribute.xla_policy("default", True, gpu=False) == (False, True)
+    assert distribute.xla_policy("default", True) == (True, False)
     assert distribute.xla_policy("default", False) == (False, False)
     assert distribute.xla_policy("multi_worker", True) == (False, True)
     assert distribute.xla_policy("mirrored", True) == (False, True)

@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from mdl_tf.layers import FeatureEmbedding, FeatureEncoder
+from mdl_tf.layers.xla import in_xla_compilation
 
 LossScaleOptimizer = tf.keras.mixed_precision.LossScaleOptimizer
 
@@ -164,6 +165,8 @@ class RankingModel(tfrs.models.Model):
             # Created while train_step is traced, so never saved with the model.
             compute = tf.function(compute, jit_compile=True)
         loss, logits, grads = compute(encoded, labels)
+        if in_xla_compilation():
+            grads = [dense_gradient(g) for g in grads]
         self.apply_gradient_groups(grads)
         return self.update_metrics(labels, logits, loss)
 
@@ -220,6 +223,20 @@ def _share_overflow(other_grads, dense_grads):
     dense_grads = list(dense_grads)
     dense_grads[first] = _map_values(dense_grads[first], lambda v: v + tf.cast(poison, v.dtype))
     return other_grads, dense_grads
+
+
+def dense_gradient(grad):
+    """A table's sparse gradient (IndexedSlices) as a dense tensor; others unchanged.
+
+    Used inside an XLA-compiled train step. Keras' optimizers first merge a sparse
+    gradient's repeated rows with tf.unique, which XLA compiles to a sort: 15 of our MMoE's
+    77 ms of kernel time a step (synthetic schema, batch 2048, 2 cores). Every optimizer
+    here makes the same update from the dense gradient (the merged rows summed, zeros
+    elsewhere: rows without gradient keep their values and Adagrad's accumulators; Adam,
+    RMSProp and momentum SGD decay their slots over the whole table on every step anyway),
+    at the cost of passes over whole tables. Train step under XLA, against the gradients
+    applied outside XLA: MDL 5-8 % faster, our MMoE 0-5 %."""
+    return tf.convert_to_tensor(grad) if isinstance(grad, tf.IndexedSlices) else grad
 
 
 def _values(grad):
