@@ -25,8 +25,9 @@ class TrainOptions:
     embedding_learning_rate: float | None = None
     embedding_weight_decay: float = 0.0  # decoupled (AdamW-style) decay of the tables
     adagrad_initial_accumulator: float = 0.1   # Keras' default; small values suit a mean loss
-    # Off: on CPU XLA ran MDL's train step at 0.98x the speed without it (batch 2048,
-    # benchmarks/results/train_throughput.md) and adds its compilation; --jit_compile on GPU.
+    # Off: every run would pay XLA's compilation at start, which short runs never earn
+    # back; on CPU XLA runs MDL's train step 1.35x faster at batch 2048
+    # (benchmarks/results/train_throughput.md): pass --jit_compile for long runs.
     jit_compile: bool = False
     seed: int = 0
     early_stopping_patience: int = 2

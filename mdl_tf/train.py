@@ -4,7 +4,7 @@
     python -m mdl_tf.train --dataset path/to/schema.yaml --model_dir runs/x --steps 2000
     TF_CONFIG=... python -m mdl_tf.train --strategy multi_worker --model_dir /shared/runs/x
 
-Trains (XLA only with `--jit_compile`: about 1.2x on CPU at batch 2048, BUILD.md),
+Trains (XLA only with `--jit_compile`: 1.35x on CPU at batch 2048, BUILD.md),
 checkpoints every epoch and resumes from the latest checkpoint in `--model_dir`; a killed
 run restarted with the same command resumes from its last backup (every `--backup_every`
 steps, BackupAndRestore) and ends where it would have ended, early stopping included
