@@ -115,9 +115,9 @@ def test_xla_train_step_equals_the_plain_one(embedding_optimizer, micro):
         step, batch = model.make_train_function(), iter(batches)
         for _ in range(3):
             step(batch)
-        tables, _ = model.variable_groups()
-        weights.append([v.numpy() for v in tables + model.trainable_variables])
+        weights.append([v.numpy() for v in model.trainable_variables])
+        tables = [v.numpy() for v in model.variable_groups()[0]]
     initial = [v.numpy() for v in tiny_model("mmoe", schema).variable_groups()[0]]
-    assert all(not np.allclose(a, b) for a, b in zip(initial, weights[1]))   # tables trained
+    assert all(not np.allclose(a, b) for a, b in zip(initial, tables))   # the tables trained
     for plain, xla in zip(*weights):
         np.testing.assert_allclose(xla, plain, rtol=1e-4, atol=1e-5)
