@@ -67,6 +67,23 @@ def test_seed_statistics_use_the_sample_std():
     assert math.isnan(quality.seed_stats({"auc": [0.7]})["auc_std"])
 
 
+def test_split_batches_are_the_rows_own_shuffle_and_one_ordered_pass():
+    # Shuffling row numbers and gathering must give the batches that shuffling the rows
+    # themselves gave (the committed results' order), across epoch boundaries too.
+    rows = 10
+    encoded = {"a": np.arange(rows, dtype=np.int64), "b": np.arange(2 * rows, dtype=np.float32
+                                                                    ).reshape(rows, 2)}
+    split = quality.Split(encoded, np.arange(rows, dtype=np.float32)[:, None] / 10, None)
+    reference = tf.data.Dataset.from_tensor_slices((encoded, split.labels)).shuffle(
+        rows, seed=3, reshuffle_each_iteration=True).repeat().batch(4, drop_remainder=True)
+    for got, want in zip(split.dataset(4, seed=3).take(7), reference.take(7)):
+        for g, w in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+            np.testing.assert_array_equal(g.numpy(), w.numpy())
+    ordered = list(split.dataset(4))
+    assert [len(x["a"]) for x, _ in ordered] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([x["b"] for x, _ in ordered]), encoded["b"])
+
+
 def test_results_json_keeps_every_seed_and_renders(bench, tmp_path):
     results = [fake_result("mdl", bench, 3), fake_result("shared_bottom", bench, 3, 10)]
     summary = quality.summarise("synthetic", "cmd", bench.schema, bench.splits["test"],
