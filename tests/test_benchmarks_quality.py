@@ -71,8 +71,8 @@ def test_split_batches_are_the_rows_own_shuffle_and_one_ordered_pass():
     # Shuffling row numbers and gathering must give the batches that shuffling the rows
     # themselves gave (the committed results' order), across epoch boundaries too.
     rows = 10
-    encoded = {"a": np.arange(rows, dtype=np.int64), "b": np.arange(2 * rows, dtype=np.float32
-                                                                    ).reshape(rows, 2)}
+    encoded = {"a": np.arange(rows, dtype=np.int64),
+               "b": np.arange(2 * rows, dtype=np.float32).reshape(rows, 2)}
     split = quality.Split(encoded, np.arange(rows, dtype=np.float32)[:, None] / 10, None)
     reference = tf.data.Dataset.from_tensor_slices((encoded, split.labels)).shuffle(
         rows, seed=3, reshuffle_each_iteration=True).repeat().batch(4, drop_remainder=True)
